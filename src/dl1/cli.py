@@ -1,0 +1,109 @@
+"""The ``dl1`` command line: ``list``, ``run NAME``, ``report``, ``bench``, ``tour``, ``sweep``, ``generate``."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+from collections.abc import Sequence
+
+from dl1.errors import DL1Error, UsageError
+
+USAGE = """usage: dl1 COMMAND [...]
+
+commands:
+  list                      name every experiment with a one-line description
+  run NAME [flags]          run an experiment (dl1 run NAME --help lists its flags and defaults)
+                            common flags: --out_dir DIR (default runs), --smoke (seconds-long run on tiny data)
+  report RUN_DIR...         rebuild figures and report.md from run folders; several runs -> one comparison table
+  sweep NAME --grid k=v,..  run the product of grids, skipping finished runs
+  bench [NAME...]           run the benchmarks and print one table of ratios
+  tour [--budget B]         every part of the course on offline data, one report
+  generate                  sample text from a trained GPT checkpoint or GPT-2 weights
+"""
+
+# command -> module with a main(argv) -> int
+COMMANDS = {
+    "report": "dl1.report.cli",
+    "sweep": "dl1.sweep",
+    "bench": "dl1.bench",
+    "tour": "dl1.tour",
+    "generate": "dl1.generate",
+}
+
+
+def _cmd_list() -> int:
+    from dl1 import experiments
+
+    width = max(len(n) for n in experiments.names())
+    for name in experiments.names():
+        print(f"{name:<{width}}  {experiments.describe(name)}")
+    return 0
+
+
+def _pop_flag(argv: list[str], flag: str) -> bool:
+    if flag in argv:
+        argv.remove(flag)
+        return True
+    return False
+
+
+def _pop_value(argv: list[str], flag: str, default: str) -> str:
+    for i, a in enumerate(argv):
+        if a == flag:
+            if i + 1 >= len(argv):
+                raise UsageError(f"{flag} needs a value")
+            value = argv[i + 1]
+            del argv[i:i + 2]
+            return value
+        if a.startswith(flag + "="):
+            del argv[i]
+            return a.split("=", 1)[1]
+    return default
+
+
+def _cmd_run(argv: list[str]) -> int:
+    from dl1 import experiments
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: dl1 run NAME [flags]   (dl1 list shows the names; dl1 run NAME --help the flags)")
+        return 0 if argv else 2
+    name, rest = argv[0], list(argv[1:])
+    smoke = _pop_flag(rest, "--smoke")
+    out_dir = _pop_value(rest, "--out_dir", "runs")
+    if "-h" in rest or "--help" in rest:
+        from dl1.config import build_parser
+
+        module = experiments.load(name)
+        parser = build_parser(module.Config, f"dl1 run {name}", (module.__doc__ or "").strip())
+        parser.epilog = ("common flags:\n  --out_dir DIR  root of run folders (default: runs)\n"
+                         "  --smoke        seconds-long run on tiny/synthetic data (a check, not a result)")
+        parser.print_help()
+        return 0
+    experiments.execute(name, rest, smoke=smoke, out_dir=out_dir)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dl1`` console script; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    try:
+        if command == "list":
+            return _cmd_list()
+        if command == "run":
+            return _cmd_run(rest)
+        if command in COMMANDS:
+            module = importlib.import_module(COMMANDS[command])
+            return int(module.main(rest) or 0)
+        close = difflib.get_close_matches(command, ["list", "run", *COMMANDS], n=1)
+        raise UsageError(f"unknown command {command!r}" + (f"; did you mean {close[0]}?" if close else ""))
+    except DL1Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,165 @@
+"""Typed experiment configs <-> command line.
+
+Every experiment declares a frozen dataclass whose fields are its flags.  ``arg()`` attaches the help text, the
+allowed choices and the numeric range; ``parse_config`` builds an argparse parser from it.  A misspelt flag or a bad
+value raises :class:`UsageError` with one line naming the nearest valid flag or the allowed range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from dl1.errors import UsageError
+
+
+def arg(default: Any, help: str, *, choices: Sequence[Any] | None = None, min: float | None = None,
+        max: float | None = None, min_inclusive: bool = True, flag: str | None = None) -> Any:
+    """A config field with its help text, optional choices and numeric range (``min``/``max``)."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_inclusive": min_inclusive, "flag": flag}
+    if isinstance(default, list | dict | set):
+        raise TypeError("use tuples for sequence defaults (configs are frozen)")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _resolve(tp: Any) -> tuple[Any, bool, bool]:
+    """Return (element type, is_sequence, is_optional) for an annotation."""
+    optional = False
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        tp = args[0]
+        origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return (args[0] if args else str), True, optional
+    return tp, False, optional
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _optional_type(elem: Any):
+    def convert(text: str):
+        if text.lower() in ("none", "null", ""):
+            return None
+        return elem(text)
+
+    convert.__name__ = elem.__name__
+    return convert
+
+
+def build_parser(config_cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser whose flags are the dataclass fields, each with its default in the help."""
+    parser = _Parser(prog=prog, description=description, allow_abbrev=False,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        meta = f.metadata
+        flag = meta.get("flag") or f"--{f.name}"
+        elem, is_seq, optional = _resolve(hints[f.name])
+        help_text = meta.get("help", "")
+        default = f.default
+        if meta.get("choices"):
+            help_text += f" Choices: {', '.join(map(str, meta['choices']))}."
+        if meta.get("min") is not None or meta.get("max") is not None:
+            help_text += f" Range: {_range_text(meta)}."
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text += f" (default: {shown})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
+        if elem is bool and not is_seq:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _optional_type(elem) if optional else elem
+            if is_seq:
+                kwargs["nargs"] = "+"
+            if meta.get("choices") and not is_seq:
+                kwargs["choices"] = list(meta["choices"])
+            kwargs["metavar"] = f.name.upper()
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def _range_text(meta: Any) -> str:
+    lo, hi = meta.get("min"), meta.get("max")
+    left = "" if lo is None else (f"{lo} <= " if meta.get("min_inclusive", True) else f"{lo} < ")
+    right = "" if hi is None else f" <= {hi}"
+    return f"{left}value{right}"
+
+
+def _check_range(name: str, value: Any, meta: Any) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    lo, hi = meta.get("min"), meta.get("max")
+    for v in values:
+        if v is None or isinstance(v, str):
+            continue
+        bad_lo = lo is not None and (v < lo if meta.get("min_inclusive", True) else v <= lo)
+        bad_hi = hi is not None and v > hi
+        if bad_lo or bad_hi:
+            raise UsageError(f"--{name}: {v} is out of range; allowed: {_range_text(meta)}")
+    choices = meta.get("choices")
+    if choices and isinstance(value, tuple):
+        for v in value:
+            if v not in choices:
+                raise UsageError(f"--{name}: invalid choice {v!r} (choose from {', '.join(map(str, choices))})")
+
+
+def validate(cfg: Any) -> Any:
+    """Check every field's range/choices; raises UsageError naming the flag and the allowed range."""
+    for f in dataclasses.fields(cfg):
+        _check_range(f.name, getattr(cfg, f.name), f.metadata)
+    check = getattr(cfg, "check", None)
+    if callable(check):
+        check()
+    return cfg
+
+
+def parse_config(config_cls: type, argv: Sequence[str], prog: str, description: str = "",
+                 base: dict[str, Any] | None = None) -> Any:
+    """Parse ``argv`` into a validated ``config_cls`` instance; ``base`` overrides defaults (e.g. smoke presets)."""
+    parser = build_parser(config_cls, prog, description)
+    if base:
+        parser.set_defaults(**base)
+    namespace, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        raise UsageError(_unknown_message(prog, parser, unknown))
+    values = vars(namespace)
+    hints = typing.get_type_hints(config_cls)
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = tuple(value)
+        _, is_seq, _ = _resolve(hints[name])
+        if is_seq and value is not None and not isinstance(values[name], tuple):
+            values[name] = (values[name],)
+    return validate(config_cls(**values))
+
+
+def _unknown_message(prog: str, parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    first = next((u for u in unknown if u.startswith("-")), unknown[0])
+    name = first.split("=", 1)[0]
+    close = difflib.get_close_matches(name, flags, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]}?" if close else "; see --help for the valid flags"
+    if not name.startswith("-"):
+        return f"{prog}: unexpected argument {name!r}{hint}"
+    return f"{prog}: unknown flag {name}{hint}"
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-ready dict of a config (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
+    """Rebuild a config from ``config_to_dict`` output, ignoring keys the class no longer has."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+    return config_cls(**clean)

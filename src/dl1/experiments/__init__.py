@@ -1,0 +1,76 @@
+"""Experiments: one small module per experiment, found by file name (``mlp_numpy.py`` -> ``dl1 run mlp-numpy``).
+
+Each module defines:
+
+* a module docstring whose first line is the one-line description shown by ``dl1 list``;
+* ``Config``: a frozen dataclass whose fields (built with :func:`dl1.config.arg`) are the flags;
+* ``SMOKE``: a dict of overrides that makes a seconds-long run on tiny or synthetic data (used by tests and ``--smoke``);
+* ``run(cfg, run) -> dict``: wires data, model and loss together, logs through ``run.log`` and returns
+  ``run.finish(...)``.
+
+Heavy imports (open_clip, transformers, torchvision models) happen inside functions so that ``dl1 list`` and
+``--help`` stay fast.  A config field named ``resume`` pointing at a run folder makes the run continue in that folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from dl1.config import config_to_dict, parse_config
+from dl1.errors import UsageError
+
+
+def names() -> list[str]:
+    """All experiment names, sorted."""
+    here = Path(__file__).parent
+    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+
+
+def describe(name: str) -> str:
+    """First line of the experiment module's docstring, read without importing it."""
+    path = Path(__file__).parent / f"{name.replace('-', '_')}.py"
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def load(name: str) -> ModuleType:
+    """Import an experiment module by its CLI name; an unknown name names the closest one."""
+    known = names()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
+        raise UsageError(f"unknown experiment {name!r}{hint}")
+    return importlib.import_module(f"dl1.experiments.{name.replace('-', '_')}")
+
+
+def make_config(name: str, argv: list[str] | tuple[str, ...] = (), smoke: bool = False,
+                overrides: dict[str, Any] | None = None) -> Any:
+    """Build the validated Config of an experiment from defaults, ``SMOKE`` (if asked), overrides and flags."""
+    module = load(name)
+    base = dict(getattr(module, "SMOKE", {})) if smoke else {}
+    base.update(overrides or {})
+    doc = (module.__doc__ or "").strip()
+    return parse_config(module.Config, list(argv), prog=f"dl1 run {name}", description=doc, base=base)
+
+
+def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = False,
+            overrides: dict[str, Any] | None = None, out_dir: str | Path = "runs",
+            run_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run an experiment end to end (what ``dl1 run`` does) and return its summary."""
+    from dl1.runtime import Run
+
+    module = load(name)
+    cfg = make_config(name, argv, smoke=smoke, overrides=overrides)
+    resume = getattr(cfg, "resume", None)
+    if run_dir is None and resume and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
+        run_dir = resume  # continue in the interrupted run's own folder
+    run = Run(name, config_to_dict(cfg), root=out_dir, argv=[sys.argv[0], "run", name, *argv],
+              directory=run_dir, quiet=quiet)
+    return module.run(cfg, run)

@@ -1,0 +1,249 @@
+"""The one training loop shared by every torch experiment.
+
+The experiment supplies three callables; the engine never knows which model it trains:
+
+* ``train_batches(epoch) -> Iterable``   the batches of one epoch (seed the shuffle with the epoch for exact resume);
+* ``train_step(batch) -> dict``          forward + loss, then ``trainer.backward_step(loss)`` (or several, e.g. AAE);
+                                         returns the step's metrics (floats or 0-d tensors), averaged per epoch;
+* ``evaluate(epoch) -> {split: metrics}`` e.g. ``{"val": {"loss": 0.3, "acc": 0.9}}``; the monitored one picks the best.
+
+The engine owns the epoch loop, progress bars, logging to the run folder, gradient clipping, AMP, learning-rate
+schedulers (stepped per optimisation step), checkpoints (``last.pt`` every epoch, ``best.pt`` on improvement, both
+atomic), early stopping, resume (model, optimisers, schedulers, RNG states, best value, patience counter) and the
+non-finite-loss guard.  An iteration-based run (GPT) is an "epoch" of ``eval_interval`` steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dl1.errors import DL1Error
+from dl1.runtime import Run
+from dl1.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+
+class NonFiniteLossError(DL1Error):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return getattr(module, "module", module)  # DistributedDataParallel keeps the model in .module
+
+
+def _scalar(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().mean().item())
+    return float(value)
+
+
+def show_progress() -> bool:
+    """Progress bars on a terminal (or with DL1_PROGRESS=1); never in CI logs unless asked."""
+    if os.environ.get("DL1_PROGRESS") is not None:
+        return os.environ["DL1_PROGRESS"] not in ("0", "")
+    return sys.stderr.isatty() and os.environ.get("CI", "").lower() != "true"
+
+
+class Trainer:
+    """Fit ``modules`` with ``optimizers``; see the module docstring for the contract."""
+
+    def __init__(self, run: Run, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], *,
+                 epochs: int, monitor: str | None = "val/loss", mode: str = "min",
+                 schedulers: dict[str, Any] | None = None, clip_grad_norm: float | None = None,
+                 patience: int | None = None, device: torch.device | None = None, amp: bool = False,
+                 extra_state: Callable[[], dict[str, Any]] | None = None, desc: str | None = None,
+                 checkpoint_every: int = 1, on_epoch_end: Callable[[int, dict], None] | None = None):
+        if mode not in ("min", "max"):
+            raise ValueError("mode must be 'min' or 'max'")
+        self.run, self.modules, self.optimizers = run, modules, optimizers
+        self.schedulers = schedulers or {}
+        self.epochs, self.monitor, self.mode = epochs, monitor, mode
+        self.clip_grad_norm, self.patience = clip_grad_norm, patience
+        self.device = device or torch.device("cpu")
+        self.amp = amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.extra_state = extra_state
+        self.desc = desc or run.experiment
+        self.checkpoint_every = checkpoint_every
+        self.on_epoch_end = on_epoch_end
+        self.epoch = 0           # epochs completed
+        self.step = 0            # optimisation steps completed (of the first optimiser)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.best_metrics: dict[str, Any] = {}
+        self.bad_epochs = 0
+
+    # -- checkpoints -----------------------------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.run.checkpoints / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run.checkpoints / "best.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "modules": {k: _unwrap(m).state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "step": self.step, "best_value": self.best_value, "best_epoch": self.best_epoch,
+            "best_metrics": self.best_metrics, "bad_epochs": self.bad_epochs, "rng": rng_state(),
+        }
+        if self.extra_state is not None:
+            state["extra"] = self.extra_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], restore_rng: bool = True) -> None:
+        for k, m in self.modules.items():
+            _unwrap(m).load_state_dict(state["modules"][k])
+        for k, o in self.optimizers.items():
+            if k in state.get("optimizers", {}):
+                o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            if k in state.get("schedulers", {}):
+                s.load_state_dict(state["schedulers"][k])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = state.get("epoch", 0), state.get("step", 0)
+        self.best_value, self.best_epoch = state.get("best_value"), state.get("best_epoch")
+        self.best_metrics, self.bad_epochs = state.get("best_metrics", {}), state.get("bad_epochs", 0)
+        if restore_rng and "rng" in state:
+            set_rng_state(state["rng"])
+
+    def resume(self, source: str | Path) -> None:
+        """Continue from a checkpoint file or from a run folder's ``checkpoints/last.pt``."""
+        path = Path(source)
+        if path.is_dir():
+            path = path / "checkpoints" / "last.pt"
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        self.run.truncate_after(self.step)
+        print(f"[{self.run.experiment}] resumed from {path} at epoch {self.epoch}, step {self.step}", flush=True)
+
+    def load_best(self) -> dict[str, Any]:
+        """Load the best checkpoint's weights into the modules (the last ones if none was saved)."""
+        path = self.best_path if self.best_path.exists() else self.last_path
+        if not path.exists():
+            return {}
+        state = load_checkpoint(path, map_location=self.device)
+        for k, m in self.modules.items():
+            _unwrap(m).load_state_dict(state["modules"][k])
+        return state
+
+    # -- one optimisation step --------------------------------------------------------------------------------------
+    def autocast(self):
+        """Mixed precision on CUDA when ``amp=True``; a no-op elsewhere."""
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def backward_step(self, loss: torch.Tensor, optimizer: str | None = None,
+                      parameters: Iterable[torch.Tensor] | None = None) -> None:
+        """Check the loss is finite, backpropagate, clip, step the optimiser and its scheduler, zero the grads."""
+        name = optimizer or next(iter(self.optimizers))
+        opt = self.optimizers[name]
+        if not bool(torch.isfinite(loss.detach()).all()):
+            raise NonFiniteLossError(
+                f"loss became {loss.detach().float().mean().item()} at epoch {self.epoch + 1}, step {self.step + 1}; "
+                f"the last good checkpoint is {self.last_path if self.last_path.exists() else '(none yet)'} "
+                f"(lower --lr or resume with --resume {self.run.dir})")
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.clip_grad_norm:
+            self.scaler.unscale_(opt)
+            params = parameters if parameters is not None else [p for g in opt.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        self.scaler.step(opt)
+        self.scaler.update()
+        if name in self.schedulers:
+            self.schedulers[name].step()
+        if name == next(iter(self.optimizers)):
+            self.step += 1
+
+    def lr(self, optimizer: str | None = None) -> float:
+        name = optimizer or next(iter(self.optimizers))
+        return self.optimizers[name].param_groups[0]["lr"]
+
+    # -- the loop ----------------------------------------------------------------------------------------------------
+    def _improved(self, value: float) -> bool:
+        if self.best_value is None or math.isnan(self.best_value):
+            return True
+        return value < self.best_value if self.mode == "min" else value > self.best_value
+
+    def _monitored(self, results: dict[str, dict[str, Any]]) -> float | None:
+        if not self.monitor:
+            return None
+        split, key = self.monitor.split("/", 1)
+        if split not in results or key not in results[split]:
+            raise KeyError(f"monitored metric {self.monitor!r} not in evaluation results {list(results)}")
+        return _scalar(results[split][key])
+
+    def _train_epoch(self, batches: Iterable, train_step: Callable[[Any], dict]) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        for m in self.modules.values():
+            m.train()
+        totals: dict[str, Any] = {}
+        n = 0
+        total = len(batches) if hasattr(batches, "__len__") else None
+        bar = tqdm(batches, total=total, desc=f"{self.desc} epoch {self.epoch + 1}/{self.epochs}",
+                   disable=not show_progress(), leave=False, dynamic_ncols=True)
+        for batch in bar:
+            metrics = train_step(batch)
+            for k, v in metrics.items():
+                v = v.detach() if isinstance(v, torch.Tensor) else v
+                totals[k] = totals.get(k, 0.0) + v
+            n += 1
+        return {k: _scalar(v) / max(n, 1) for k, v in totals.items()}
+
+    def fit(self, train_batches: Callable[[int], Iterable], train_step: Callable[[Any], dict],
+            evaluate: Callable[[int], dict[str, dict[str, Any]]] | None = None,
+            resume: str | Path | None = None) -> dict[str, Any]:
+        """Train until ``epochs`` (or early stopping); returns the best epoch and its metrics."""
+        if resume:
+            self.resume(resume)
+        stopped_early = False
+        try:
+            while self.epoch < self.epochs:
+                train_metrics = self._train_epoch(train_batches(self.epoch), train_step)
+                self.epoch += 1
+                self.run.log(self.step, "train", {**train_metrics, "lr": self.lr()}, epoch=self.epoch)
+                results = evaluate(self.epoch) if evaluate is not None else {}
+                for split, metrics in results.items():
+                    self.run.log(self.step, split, metrics, epoch=self.epoch)
+                value = self._monitored(results)
+                is_best = value is not None and self._improved(value)
+                if is_best or self.monitor is None:
+                    self.best_value, self.best_epoch = value, self.epoch
+                    self.best_metrics = {s: {k: _scalar(v) for k, v in m.items()} for s, m in results.items()}
+                    self.bad_epochs = 0
+                else:
+                    self.bad_epochs += 1
+                state = self.state_dict()
+                if self.run.enabled and (is_best or self.monitor is None):
+                    save_checkpoint(self.best_path, {k: state[k] for k in ("modules", "epoch", "step", "best_value",
+                                                                           "best_metrics", "extra") if k in state})
+                if self.run.enabled and (self.epoch % self.checkpoint_every == 0 or self.epoch == self.epochs):
+                    save_checkpoint(self.last_path, state)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(self.epoch, results)
+                if self.patience is not None and self.bad_epochs >= self.patience:
+                    print(f"[{self.run.experiment}] early stop: no improvement of {self.monitor} for "
+                          f"{self.bad_epochs} epochs", flush=True)
+                    stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            print(f"\n[{self.run.experiment}] interrupted at epoch {self.epoch}; everything up to the last "
+                  f"checkpoint is kept. Resume with: --resume {self.run.dir}", file=sys.stderr, flush=True)
+            raise
+        return {"best_epoch": self.best_epoch, "best_value": self.best_value, "best_metrics": self.best_metrics,
+                "epochs_run": self.epoch, "steps": self.step, "stopped_early": stopped_early}

@@ -1,0 +1,29 @@
+"""Test-wide settings: offline, headless, project-local caches, few threads."""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TORCH_HOME", str(ROOT / ".torch_home"))
+os.environ.setdefault("DL1_OFFLINE", "1")  # never try to download datasets in tests
+os.environ["DL1_PROGRESS"] = "0"
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    import numpy as np
+
+    np.random.seed(0)
+    try:
+        import torch
+
+        torch.manual_seed(0)
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    except ImportError:  # pragma: no cover
+        pass
+    yield
