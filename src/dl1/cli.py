@@ -35,7 +35,7 @@ COMMANDS = {
 def _cmd_list() -> int:
     from dl1 import experiments
 
-    width = max(len(n) for n in experiments.names())
+    width = max((len(n) for n in experiments.names()), default=0)
     for name in experiments.names():
         print(f"{name:<{width}}  {experiments.describe(name)}")
     return 0
