@@ -1,0 +1,45 @@
+"""Batching that resumes exactly: the shuffle of epoch ``e`` depends only on ``(seed, e)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator that shuffles epoch ``epoch`` (independent of how many epochs ran before)."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+class TensorBatches:
+    """Mini-batches of in-memory tensors, shuffled per epoch from ``(seed, epoch)``; ``len()`` is the batch count."""
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 epoch: int = 0, drop_last: bool = False, device: torch.device | str | None = None):
+        self.tensors, self.batch_size = tensors, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.generator = epoch_generator(seed, epoch)
+        self.device = device
+        self.n = len(tensors[0])
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            batch = tuple(t[idx] for t in self.tensors)
+            if self.device is not None:
+                batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+            yield batch
+
+
+def epoch_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, epoch: int, drop_last: bool = False,
+                 num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader whose shuffle for ``epoch`` is fixed by ``(seed, epoch)``, so a resumed run sees the same batches."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                                       num_workers=num_workers, pin_memory=pin_memory,
+                                       generator=epoch_generator(seed, epoch) if shuffle else None,
+                                       persistent_workers=False)
