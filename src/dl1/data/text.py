@@ -1,0 +1,239 @@
+"""Character-level text data: reading any text file, a character tokenizer, a contiguous split and random windows.
+
+``read_text`` decodes UTF-8 (a byte-order mark is dropped) and falls back to Latin-1 with a note, or uses the encoding
+asked for; ``CharTokenizer`` maps the sorted set of characters to ids and is saved inside the GPT checkpoint so that
+generation needs no corpus; ``CharCorpus`` holds the encoded text split contiguously (first 90 % train, last 10 %
+validation) and draws batches of random windows, ``x = data[i:i+T]``, ``y = data[i+1:i+T+1]``.
+
+``resolve_text_file('shakespeare')`` finds tiny Shakespeare in the data folder or the cache, downloads the public file
+when online, and otherwise says where to put it.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dl1.data.vision import _online, resolve_data_dir
+from dl1.errors import DL1Error
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_NAMES = ("tiny_shakespeare.txt", "tinyshakespeare.txt", "input.txt")
+NAMED_CORPORA = {"shakespeare": (SHAKESPEARE_URL, SHAKESPEARE_NAMES)}
+
+
+def cache_dir() -> Path:
+    """``$DL1_CACHE`` or ``$XDG_CACHE_HOME/dl1`` or ``~/.cache/dl1``."""
+    if os.environ.get("DL1_CACHE"):
+        return Path(os.environ["DL1_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dl1"
+
+
+def resolve_text_file(name_or_path: str, data_dir: str | Path | None = None, download: bool = True) -> Path:
+    """A path to an existing text file: the path itself, or a named corpus (``shakespeare``) found or downloaded."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    if name_or_path not in NAMED_CORPORA:
+        known = ", ".join(NAMED_CORPORA)
+        raise DL1Error(f"text file not found: {name_or_path} (give a path to a text file, or a named corpus: {known})")
+    url, names = NAMED_CORPORA[name_or_path]
+    root = resolve_data_dir(data_dir)
+    places = [root, root / "text", cache_dir() / "text"]
+    for folder in places:
+        for n in names:
+            if (folder / n).is_file():
+                return folder / n
+    target = cache_dir() / "text" / names[0]
+    if download and _online(url):
+        return _download(url, target)
+    raise DL1Error(f"{name_or_path} corpus not found in {', '.join(map(str, places))} and cannot be downloaded "
+                   f"(offline): download {url} and save it as {root / names[0]}, or pass --txt_file PATH")
+
+
+def _download(url: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as fh:
+            fh.write(response.read())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DL1Error(f"downloading {url} failed ({exc}); save it by hand as {target}") from None
+    os.replace(tmp, target)
+    print(f"downloaded {url} -> {target}", flush=True)
+    return target
+
+
+def read_text(path: str | Path, encoding: str = "auto") -> tuple[str, str]:
+    """The text of ``path`` and the encoding used.
+
+    ``auto``: UTF-8 (a leading byte-order mark is dropped); if the bytes are not valid UTF-8, Latin-1 (which decodes
+    any byte) with a printed note.  Any other value is passed to Python's codec; a decode error is one clear line.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DL1Error(f"cannot read {path}: {exc.strerror or exc}") from None
+    if encoding == "auto":
+        try:
+            return raw.decode("utf-8-sig"), "utf-8"
+        except UnicodeDecodeError as exc:
+            print(f"note: {path} is not valid UTF-8 (byte {exc.start}); decoding it as Latin-1 "
+                  "(pass --encoding to choose another)", flush=True)
+            return raw.decode("latin-1"), "latin-1"
+    try:
+        text = raw.decode(encoding)
+    except LookupError:
+        raise DL1Error(f"unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as exc:
+        raise DL1Error(f"{path} is not valid {encoding} (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                       "try --encoding auto or latin-1") from None
+    return text.removeprefix("\ufeff"), encoding
+
+
+class CharTokenizer:
+    """Characters <-> ids over a fixed vocabulary (the course's ``string_to_index`` / ``index_to_string``)."""
+
+    def __init__(self, chars: list[str] | str):
+        self.chars = sorted(set(chars))
+        if not self.chars:
+            raise DL1Error("cannot build a vocabulary from an empty text")
+        self.string_to_index = {c: i for i, c in enumerate(self.chars)}
+        self.index_to_string = dict(enumerate(self.chars))
+        self._lut = np.array(self.chars, dtype=object)
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def unknown(self, text: str) -> list[str]:
+        """Characters of ``text`` outside the vocabulary."""
+        return sorted(set(text) - set(self.string_to_index))
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text``; characters outside the vocabulary are one clear error."""
+        missing = self.unknown(text)
+        if missing:
+            shown = "".join(missing[:20])
+            raise DL1Error(f"text contains {len(missing)} character(s) not in the vocabulary: {shown!r}")
+        return [self.string_to_index[c] for c in text]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Ids of a long text as an int64 array (vectorised through the code points)."""
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        codes = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        ids = np.searchsorted(codes, points)
+        if ids.size and (ids.max() >= len(codes) or (codes[np.minimum(ids, len(codes) - 1)] != points).any()):
+            self.encode(text)  # raises with the offending characters
+        return ids.astype(np.int64)
+
+    def decode(self, ids: Any) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return "".join(self.index_to_string[int(i)] for i in ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "char", "chars": list(self.chars)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> CharTokenizer:
+        return cls(state["chars"])
+
+
+@dataclass
+class CharCorpus:
+    """An encoded text with a contiguous train/validation split and random-window batches."""
+
+    tokenizer: CharTokenizer
+    train: torch.Tensor  # (N_train,) int64
+    val: torch.Tensor  # (N_val,) int64
+    path: str = ""
+    encoding: str = "utf-8"
+
+    @classmethod
+    def from_file(cls, path: str | Path, val_fraction: float = 0.1, encoding: str = "auto",
+                  block_size: int | None = None) -> CharCorpus:
+        text, used = read_text(path, encoding)
+        return cls.from_text(text, val_fraction, block_size, path=str(path), encoding=used)
+
+    @classmethod
+    def from_text(cls, text: str, val_fraction: float = 0.1, block_size: int | None = None, path: str = "",
+                  encoding: str = "utf-8") -> CharCorpus:
+        if not 0.0 <= val_fraction < 1.0:
+            raise DL1Error(f"val_fraction must be in [0, 1), got {val_fraction}")
+        tokenizer = CharTokenizer.from_text(text)
+        data = torch.from_numpy(tokenizer.encode_array(text))
+        n_train = int(len(data) * (1.0 - val_fraction))
+        corpus = cls(tokenizer, data[:n_train], data[n_train:], path, encoding)
+        if block_size is not None:
+            corpus.check(block_size)
+        return corpus
+
+    def check(self, block_size: int) -> None:
+        """A clear error when a split is too short for one window of ``block_size + 1`` characters."""
+        for split in ("train", "val"):
+            n = len(getattr(self, split))
+            if n and n < block_size + 1 or split == "train" and n == 0:
+                raise DL1Error(f"the {split} split of {self.path or 'the text'} has {n} characters, fewer than "
+                               f"block_size + 1 = {block_size + 1}; use a longer text or a smaller --block_size")
+
+    def split(self, name: str) -> torch.Tensor:
+        return {"train": self.train, "val": self.val}[name]
+
+    def get_batch(self, split: str, batch_size: int, block_size: int,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch_size`` random windows of the split: x (B, T) and the next characters y (B, T)."""
+        data = self.split(split)
+        start = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+        idx = start[:, None] + torch.arange(block_size + 1)  # (B, T+1)
+        window = data[idx]  # (B, T+1)
+        return window[:, :-1], window[:, 1:]
+
+    def eval_windows(self, split: str, block_size: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole split as consecutive non-overlapping windows (every character predicted once), batched.
+
+        Yields (x, y) of shape (b, T); the tail that does not fill a window becomes one shorter window.
+        """
+        data = self.split(split)
+        n = len(data) - 1  # number of (input, next) pairs
+        full = n // block_size
+        xs = data[:full * block_size].view(full, block_size)  # (W, T)
+        ys = data[1:full * block_size + 1].view(full, block_size)  # (W, T)
+        for i in range(0, full, batch_size):
+            yield xs[i:i + batch_size], ys[i:i + batch_size]
+        rest = n - full * block_size
+        if rest > 0:
+            yield data[None, full * block_size:n], data[None, full * block_size + 1:n + 1]
+
+
+def random_batches(corpus: CharCorpus, n_batches: int, batch_size: int, block_size: int,
+                   seed: int) -> _Batches:
+    """``n_batches`` random training windows drawn from a generator seeded with ``seed`` (exact resume)."""
+    return _Batches(corpus, n_batches, batch_size, block_size, seed)
+
+
+class _Batches:
+    def __init__(self, corpus: CharCorpus, n: int, batch_size: int, block_size: int, seed: int):
+        self.corpus, self.n, self.batch_size, self.block_size = corpus, n, batch_size, block_size
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.n):
+            yield self.corpus.get_batch("train", self.batch_size, self.block_size, generator=g)

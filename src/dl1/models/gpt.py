@@ -1,0 +1,326 @@
+"""A GPT language model (minGPT / the course's ``part3/gpt.py``), reading top to bottom like nanoGPT's ``model.py``.
+
+config -> causal self-attention -> MLP -> block -> model -> optimiser groups -> generate -> GPT-2 weights.
+
+``CausalSelfAttention`` has two paths that compute the same thing: the explicit masked softmax the course asks for
+(Q3.2) and PyTorch's fused ``scaled_dot_product_attention`` (the default, several times faster).  State-dict names
+(``transformer.wte``, ``c_attn``, ``c_proj``, ``c_fc``, ``lm_head``) are GPT-2's, so its weights load by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dl1.errors import DL1Error
+
+# (n_layer, n_head, n_embd) of the course's named models
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "openai-gpt": (12, 12, 768),
+    "gpt2": (12, 12, 768),
+    "gpt2-medium": (24, 16, 1024),
+    "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600),
+    "gopher-44m": (8, 16, 512),
+    "gpt-mini": (6, 6, 192),
+    "gpt-micro": (4, 4, 128),
+    "gpt-nano": (3, 3, 48),
+}
+PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+@dataclass
+class GPTConfig:
+    """Model hyper-parameters: exactly one of ``model_type`` or (``n_layer``, ``n_head``, ``n_embd``) is given."""
+
+    vocab_size: int | None = None
+    block_size: int | None = None
+    model_type: str | None = None
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    embd_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    fused_attention: bool = True  # scaled_dot_product_attention; False = the explicit masked softmax
+
+    def resolved(self) -> GPTConfig:
+        """A copy with the preset's sizes filled in; raises ValueError on a missing or ambiguous size."""
+        given = [self.n_layer, self.n_head, self.n_embd]
+        if (self.model_type is not None) == all(v is not None for v in given):
+            raise ValueError("give exactly one of model_type or (n_layer, n_head, n_embd)")
+        cfg = dataclasses.replace(self)
+        if self.model_type is not None:
+            if self.model_type not in PRESETS:
+                raise ValueError(f"unknown model_type {self.model_type!r}; presets: {', '.join(PRESETS)}")
+            cfg.n_layer, cfg.n_head, cfg.n_embd = PRESETS[self.model_type]
+        if not cfg.vocab_size or not cfg.block_size:
+            raise ValueError("vocab_size and block_size must be set")
+        if cfg.n_embd % cfg.n_head:
+            raise ValueError(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head})")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GPTConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+class NewGELU(nn.Module):
+    """GELU with the tanh approximation (GPT-2, BERT): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate="tanh")  # the same formula as one fused kernel
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head masked self-attention followed by a projection."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # key, query, value of all heads at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_dropout = nn.Dropout(config.attn_pdrop)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.fused = config.fused_attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape  # batch, sequence length, embedding width
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        y = self._fused(q, k, v) if self.fused else self._explicit(q, k, v)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+    def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        p = self.attn_dropout.p if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        T = q.size(-2)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, T)
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # (T, T): 1 where key <= query
+        att = att.masked_fill(~mask, float("-inf"))
+        att = self.attn_dropout(F.softmax(att, dim=-1))
+        return att @ v  # (B, nh, T, hs)
+
+
+class MLP(nn.Module):
+    """Linear(d, 4d) -> GELU -> Linear(4d, d) -> dropout."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.act = NewGELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """A pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """The GPT language model: token + position embeddings, ``n_layer`` blocks, final LayerNorm, linear head."""
+
+    @staticmethod
+    def get_default_config() -> GPTConfig:
+        """The course's defaults (dropouts 0.1); set ``model_type`` or the three sizes, and vocab/block size."""
+        return GPTConfig()
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        config = config.resolved()
+        self.config = config
+        self.block_size = config.block_size
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.embd_pdrop),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        """Parameters excluding ``lm_head`` (the count the course prints)."""
+        return sum(p.numel() for p in self.transformer.parameters())
+
+    def set_fused_attention(self, fused: bool) -> GPT:
+        """Switch every attention layer between the fused and the explicit path."""
+        self.config.fused_attention = fused
+        for block in self.transformer.h:
+            block.attn.fused = fused
+        return self
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """``idx`` (B, T) token ids, T <= block_size -> logits (B, T, vocab), and the mean CE loss if ``targets``."""
+        B, T = idx.shape
+        if T > self.block_size:
+            raise ValueError(f"sequence of length {T} is longer than the block size {self.block_size}")
+        pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)  # (B, T, C)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    # -- optimiser -----------------------------------------------------------------------------------------------
+    def decay_groups(self) -> tuple[list[str], list[str]]:
+        """Names of the parameters with weight decay (Linear weights) and without (biases, LayerNorm, Embedding)."""
+        decay, no_decay = [], []
+        for mn, m in self.named_modules():
+            for pn, _ in m.named_parameters(recurse=False):
+                full = f"{mn}.{pn}" if mn else pn
+                (decay if pn == "weight" and isinstance(m, nn.Linear) else no_decay).append(full)
+        names = {n for n, _ in self.named_parameters()}
+        both, missing = set(decay) & set(no_decay), names - set(decay) - set(no_decay)
+        assert not both and not missing, f"parameters in both groups: {both}; in none: {missing}"
+        return decay, no_decay
+
+    def configure_optimizers(self, train_config: Any) -> torch.optim.AdamW:
+        """AdamW(learning_rate, betas) with ``weight_decay`` on Linear weights only."""
+        decay, no_decay = self.decay_groups()
+        params = dict(self.named_parameters())
+        groups = [{"params": [params[n] for n in sorted(decay)], "weight_decay": train_config.weight_decay},
+                  {"params": [params[n] for n in sorted(no_decay)], "weight_decay": 0.0}]
+        kwargs = {}
+        if next(self.parameters()).device.type == "cuda":
+            kwargs["fused"] = True
+        return torch.optim.AdamW(groups, lr=train_config.learning_rate, betas=tuple(train_config.betas), **kwargs)
+
+    # -- generation ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, do_sample: bool = False,
+                 top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Extend ``idx`` (B, T) by ``max_new_tokens`` -> (B, T + max_new_tokens); call in eval mode.
+
+        Greedy (argmax) unless ``do_sample``; sampling is shaped by ``temperature``, ``top_k`` (keep the k most likely)
+        and ``top_p`` (nucleus: the smallest set whose probability reaches p).  The context is cropped to the last
+        ``block_size`` tokens.
+        """
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        for _ in range(max_new_tokens):
+            idx_cond = idx[:, -self.block_size:]  # (B, <=block)
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :] / temperature  # (B, vocab)
+            logits = filter_logits(logits, top_k=top_k, top_p=top_p)
+            if do_sample:
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
+            else:
+                idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+    # -- GPT-2 weights ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, model_type: str = "gpt2") -> GPT:
+        """GPT-2 weights through ``transformers``: a hub name (``gpt2``, ...) or a local ``save_pretrained`` folder."""
+        return cls.from_hf(load_hf_gpt2(model_type))
+
+    @classmethod
+    def from_hf(cls, hf_model: nn.Module) -> GPT:
+        """Copy a ``transformers.GPT2LMHeadModel`` into our GPT (Conv1D weights transposed)."""
+        hc = hf_model.config
+        config = GPTConfig(vocab_size=hc.vocab_size, block_size=hc.n_positions, n_layer=hc.n_layer, n_head=hc.n_head,
+                           n_embd=hc.n_embd, embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+        model = cls(config)
+        sd = model.state_dict()
+        sd_hf = {k: v for k, v in hf_model.state_dict().items()
+                 if not k.endswith((".attn.masked_bias", ".attn.bias"))}  # causal-mask buffers, not weights
+        if set(sd_hf) != set(sd):
+            raise DL1Error(f"GPT-2 state dict does not match: missing {sorted(set(sd) - set(sd_hf))[:5]}, "
+                           f"unexpected {sorted(set(sd_hf) - set(sd))[:5]}")
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        with torch.no_grad():
+            for k, v in sd_hf.items():
+                v = v.t() if k.endswith(conv1d) else v  # HF Conv1D stores (in, out); Linear wants (out, in)
+                if v.shape != sd[k].shape:
+                    raise DL1Error(f"shape mismatch for {k}: {tuple(v.shape)} vs {tuple(sd[k].shape)}")
+                sd[k].copy_(v)
+        return model
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Set to -inf the logits outside the top-k and outside the nucleus of probability ``top_p``; (B, V) -> (B, V)."""
+    if top_k is not None and top_k > 0:
+        k = min(top_k, logits.size(-1))
+        kth = torch.topk(logits, k, dim=-1).values[:, [-1]]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        probs = F.softmax(sorted_logits, dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability mass strictly before each token
+        drop_sorted = before >= top_p  # the first token is always kept (before = 0)
+        drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def load_hf_gpt2(name_or_path: str) -> nn.Module:
+    """``transformers.GPT2LMHeadModel.from_pretrained`` with one-line errors for a missing extra or missing weights."""
+    try:
+        from transformers import GPT2LMHeadModel
+    except ImportError:
+        raise DL1Error("GPT-2 weights need the transformers package: pip install 'dl1[hf]'") from None
+    local = Path(name_or_path).is_dir()
+    if not local and name_or_path not in PRETRAINED:
+        raise DL1Error(f"unknown pretrained model {name_or_path!r}: use one of {', '.join(PRETRAINED)} "
+                       "or a folder written by save_pretrained")
+    try:
+        return GPT2LMHeadModel.from_pretrained(name_or_path).eval()
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DL1Error(f"cannot load GPT-2 weights {name_or_path!r} ({first}); they download from the Hugging Face "
+                       "hub on first use (needs network, unset HF_HUB_OFFLINE) into ~/.cache/huggingface, or pass a "
+                       "local folder written by GPT2LMHeadModel.save_pretrained") from None
