@@ -1,1 +1,1 @@
-"""Every dataset once: CIFAR-10/100, MNIST, Fashion-MNIST (``vision``), text corpora (``text``), batching (``loaders``)."""
+"""Every dataset once: CIFAR-10/100, MNIST, Fashion-MNIST (``vision``), text (``text``), batching (``loaders``)."""

@@ -16,18 +16,22 @@ class TensorBatches:
     """Mini-batches of in-memory tensors, shuffled per epoch from ``(seed, epoch)``; ``len()`` is the batch count."""
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 epoch: int = 0, drop_last: bool = False, device: torch.device | str | None = None):
+                 epoch: int = 0, drop_last: bool = False, device: torch.device | str | None = None,
+                 rank: int = 0, world_size: int = 1):
         self.tensors, self.batch_size = tensors, batch_size
+        self.rank, self.world_size = rank, world_size  # each rank of a distributed run takes every world_size-th
         self.shuffle, self.drop_last = shuffle, drop_last
         self.generator = epoch_generator(seed, epoch)
         self.device = device
-        self.n = len(tensors[0])
+        self.n = len(tensors[0]) // world_size
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        total = len(self.tensors[0])
+        order = torch.randperm(total, generator=self.generator) if self.shuffle else torch.arange(total)
+        order = order[self.rank::self.world_size][: self.n]
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             batch = tuple(t[idx] for t in self.tensors)
@@ -38,7 +42,7 @@ class TensorBatches:
 
 def epoch_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, epoch: int, drop_last: bool = False,
                  num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader whose shuffle for ``epoch`` is fixed by ``(seed, epoch)``, so a resumed run sees the same batches."""
+    """A DataLoader whose shuffle of ``epoch`` is fixed by ``(seed, epoch)``: a resumed run sees the same batches."""
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                                        num_workers=num_workers, pin_memory=pin_memory,
                                        generator=epoch_generator(seed, epoch) if shuffle else None,

@@ -2,7 +2,7 @@
 
 Look-up order for a dataset: the data folder (``--data_dir``, else ``$DL1_DATA``, else ``./data``), then known system
 locations (Debian's ``dataset-fashion-mnist`` under ``/usr/share/datasets/fashion-mnist/``, decompressed into
-torchvision's ``raw/`` layout because Debian re-gzipped the files and they fail torchvision's checksum), then a download.
+torchvision's ``raw/`` layout since Debian re-gzipped the files and they fail torchvision's checksum), then a download.
 Offline (or with ``DL1_OFFLINE=1``), a missing dataset fails within about a second with one line saying which files to
 put where.
 """
@@ -93,7 +93,8 @@ def _decompress_idx(raw: Path) -> None:
                     shutil.copyfileobj(src, dst)
             except (OSError, EOFError) as exc:
                 tmp.unlink(missing_ok=True)
-                raise DL1Error(f"cannot decompress {gz}: {exc} (truncated or corrupt; delete it and fetch it again)")
+                raise DL1Error(f"cannot decompress {gz}: {exc} (truncated or corrupt; delete it and fetch it "
+                               "again)") from None
             os.replace(tmp, plain)
 
 

@@ -4,7 +4,7 @@ Each module defines:
 
 * a module docstring whose first line is the one-line description shown by ``dl1 list``;
 * ``Config``: a frozen dataclass whose fields (built with :func:`dl1.config.arg`) are the flags;
-* ``SMOKE``: a dict of overrides that makes a seconds-long run on tiny or synthetic data (used by tests and ``--smoke``);
+* ``SMOKE``: a dict of overrides for a seconds-long run on tiny or synthetic data (used by tests and ``--smoke``);
 * ``run(cfg, run) -> dict``: wires data, model and loss together, logs through ``run.log`` and returns
   ``run.finish(...)``.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -71,6 +72,7 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     resume = getattr(cfg, "resume", None)
     if run_dir is None and resume and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
         run_dir = resume  # continue in the interrupted run's own folder
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the run folder
     run = Run(name, config_to_dict(cfg), root=out_dir, argv=[sys.argv[0], "run", name, *argv],
-              directory=run_dir, quiet=quiet)
+              directory=run_dir, quiet=quiet or not rank0, enabled=rank0)
     return module.run(cfg, run)

@@ -35,7 +35,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt/truncated/foreign file
-        raise DL1Error(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise DL1Error(f"cannot read checkpoint {path}: {type(exc).__name__}: {first}") from None
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""Two CPU processes with the gloo backend end with identical weights (DistributedDataParallel through the engine)."""
+
+import os
+
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+
+def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from dl1.data.loaders import TensorBatches
+    from dl1.runtime import Run
+    from dl1.train import Trainer
+    from dl1.train import distributed as D
+
+    info = D.init_distributed("gloo", init_method=f"file://{init_file}")
+    torch.manual_seed(rank)  # different init per rank: DDP must broadcast rank 0's weights
+    model = D.wrap(nn.Linear(4, 3), info)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+    run = Run("ddp", {}, root=out_dir, enabled=info.is_main, quiet=True)
+    trainer = Trainer(run, {"model": model}, {"main": torch.optim.SGD(model.parameters(), lr=0.1)}, epochs=2,
+                      monitor=None)
+
+    def step(batch):
+        loss = nn.functional.cross_entropy(model(batch[0]), batch[1])
+        trainer.backward_step(loss)
+        return {"loss": loss}
+
+    trainer.fit(lambda e: TensorBatches(x, y, batch_size=8, shuffle=True, seed=0, epoch=e, rank=info.rank,
+                                        world_size=info.world_size), step)
+    torch.save(model.module.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    D.cleanup()
+
+
+def test_two_gloo_ranks_end_identical(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["weight"], nn.Linear(4, 3).weight)  # it trained
