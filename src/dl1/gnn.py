@@ -399,8 +399,8 @@ def draw_graph(ax, A: np.ndarray, pos: np.ndarray | None = None, labels: Sequenc
     pos = circular_layout(n) if pos is None else pos
     labels = [str(v + 1) for v in range(n)] if labels is None else labels
     if weights is not None:
-        sym = (weights + weights.T) / 2
-        top = sym.max() if sym.max() > 0 else 1.0
+        sym = (weights + weights.T) / 2 * (1 - np.eye(n))                  # self-loops are not drawn
+        top = sym.max() if sym.max() > 0 else 1.0                            # the strongest edge is drawn widest
         for u, v in zip(*np.nonzero(np.triu(sym, 1))):
             w = sym[u, v] / top
             ax.plot(*pos[[u, v]].T, color=edge_color, lw=0.5 + 5 * w, alpha=0.15 + 0.85 * w, zorder=1,
