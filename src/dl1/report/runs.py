@@ -1,0 +1,182 @@
+"""Reports computed from run folders alone: learning curves, ``report.md``, and comparison tables of several runs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from dl1.runtime import read_jsonl
+
+SKIP_KEYS = {"step", "split", "epoch", "time"}
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """config, summary and metric records of a run folder."""
+    run_dir = Path(run_dir)
+
+    def load(name: str) -> dict[str, Any]:
+        path = run_dir / name
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    return {"dir": run_dir, "config": load("config.json"), "summary": load("summary.json"),
+            "metrics": read_jsonl(run_dir / "metrics.jsonl")}
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "config.json").exists()
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> ``{"test.acc": 0.9, ...}`` keeping scalars only."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(obj, int | float | str | bool) or obj is None:
+        out[prefix[:-1]] = obj
+    return out
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """One panel per numeric metric, one line per split, against the optimisation step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys: list[str] = []
+    for r in records:
+        for k, v in r.items():
+            if k not in SKIP_KEYS and isinstance(v, int | float) and not isinstance(v, bool) and k not in keys:
+                keys.append(k)
+    if not keys:
+        return None
+    keys = keys[:8]
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for split in dict.fromkeys(r["split"] for r in records):
+            pts = [(r["step"], r[key]) for r in records if r["split"] == split and isinstance(r.get(key), int | float)]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=split)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def experiment_figures(run_dir: Path, experiment: str) -> None:
+    """Call the experiment's own ``make_figures(run_dir)`` if it has one."""
+    try:
+        module = importlib.import_module(f"dl1.experiments.{experiment.replace('-', '_')}")
+    except ImportError:
+        return
+    make = getattr(module, "make_figures", None)
+    if callable(make):
+        make(Path(run_dir))
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """Rebuild ``figures/`` and ``report.md`` of one run from its folder."""
+    run = read_run(run_dir)
+    run_dir = Path(run_dir)
+    experiment = run["config"].get("experiment", run_dir.parent.name)
+    if run["metrics"]:
+        plot_curves(run["metrics"], run_dir / "figures" / "curves.png", title=experiment)
+    experiment_figures(run_dir, experiment)
+    argv = (run_dir / "argv.txt").read_text().strip() if (run_dir / "argv.txt").exists() else ""
+    summary = {k: v for k, v in flatten(run["summary"]).items() if k not in ("run_dir",)}
+    config = {k: v for k, v in run["config"].items() if k != "experiment"}
+    parts = [f"# {experiment}: {run_dir.name}", "", f"Command: `{argv.splitlines()[-1] if argv else '?'}`", "",
+             "## Results", "", _table([{"metric": k, "value": v} for k, v in summary.items()], ["metric", "value"]),
+             "", "## Config", "", _table([{"flag": k, "value": json.dumps(v)} for k, v in config.items()],
+                                         ["flag", "value"]), "", "## Figures", ""]
+    for png in sorted((run_dir / "figures").glob("*.png")):
+        parts += [f"![{png.stem}](figures/{png.name})", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path
+
+
+def compare_runs(run_dirs: list[Path], out: Path, swept: list[str] | None = None, metric: str | None = None) -> Path:
+    """One table of several runs (the config values that differ + their summary numbers), and for a sweep a figure
+    of ``metric`` against the swept value."""
+    runs = [read_run(d) for d in run_dirs]
+    configs = [{k: json.dumps(v) for k, v in r["config"].items()} for r in runs]
+    differ = swept or [k for k in configs[0] if len({c.get(k) for c in configs}) > 1]
+    rows, numeric = [], []
+    for r in runs:
+        flat = {k: v for k, v in flatten(r["summary"]).items() if isinstance(v, int | float) and k != "wall_time_s"}
+        rows.append({"run": r["dir"].name, **{k: r["config"].get(k) for k in differ}, **flat})
+        numeric += [k for k in flat if k not in numeric]
+    metric = metric or _default_metric(numeric)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = ["# Comparison", "", _table(rows, ["run", *differ, *numeric[:12]]), ""]
+    if swept and metric:
+        fig = _plot_sweep(rows, swept, metric, out.parent / "figures" / f"sweep_{metric.replace('/', '_')}.png")
+        if fig:
+            text += [f"![{metric} vs {swept[0]}](figures/{fig.name})", ""]
+    out.write_text("\n".join(text) + "\n")
+    return out
+
+
+def _default_metric(keys: list[str]) -> str | None:
+    for want in ("test.acc", "test.top1", "test.bpd", "test.loss", "val.acc", "val.loss"):
+        for k in keys:
+            if k.endswith(want) or want in k:
+                return k
+    return keys[0] if keys else None
+
+
+def _plot_sweep(rows: list[dict[str, Any]], swept: list[str], metric: str, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_key, group_keys = swept[0], swept[1:]
+    groups: dict[str, list[tuple[Any, float]]] = {}
+    for r in rows:
+        if r.get(metric) is None:
+            continue
+        label = ", ".join(f"{k}={r.get(k)}" for k in group_keys) or metric
+        groups.setdefault(label, []).append((r.get(x_key), r[metric]))
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in groups.items():
+        pts.sort(key=lambda p: (isinstance(p[0], str), p[0]))
+        ax.plot([str(p[0]) for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
