@@ -14,7 +14,8 @@ USAGE = """usage: dl1 COMMAND [...]
 commands:
   list                      name every experiment with a one-line description
   run NAME [flags]          run an experiment (dl1 run NAME --help lists its flags and defaults)
-                            common flags: --out_dir DIR (default runs), --smoke (seconds-long run on tiny data)
+                            common flags: --out_dir DIR (default runs), --run_dir DIR (exact folder),
+                            --smoke (seconds-long run on tiny data)
   report RUN_DIR...         rebuild figures and report.md from run folders; several runs -> one comparison table
   sweep NAME --grid k=v,..  run the product of grids, skipping finished runs
   bench [NAME...]           run the benchmarks and print one table of ratios
@@ -71,16 +72,18 @@ def _cmd_run(argv: list[str]) -> int:
     name, rest = argv[0], list(argv[1:])
     smoke = _pop_flag(rest, "--smoke")
     out_dir = _pop_value(rest, "--out_dir", "runs")
+    run_dir = _pop_value(rest, "--run_dir", "") or None
     if "-h" in rest or "--help" in rest:
         from dl1.config import build_parser
 
         module = experiments.load(name)
         parser = build_parser(module.Config, f"dl1 run {name}", (module.__doc__ or "").strip())
         parser.epilog = ("common flags:\n  --out_dir DIR  root of run folders (default: runs)\n"
+                         "  --run_dir DIR  exact folder of this run (default: OUT_DIR/NAME/<timestamp>)\n"
                          "  --smoke        seconds-long run on tiny/synthetic data (a check, not a result)")
         parser.print_help()
         return 0
-    experiments.execute(name, rest, smoke=smoke, out_dir=out_dir)
+    experiments.execute(name, rest, smoke=smoke, out_dir=out_dir, run_dir=run_dir)
     return 0
 
 

@@ -130,7 +130,8 @@ def compare_runs(run_dirs: list[Path], out: Path, swept: list[str] | None = None
     differ = swept or [k for k in configs[0] if len({c.get(k) for c in configs}) > 1]
     rows, numeric = [], []
     for r in runs:
-        flat = {k: v for k, v in flatten(r["summary"]).items() if isinstance(v, int | float) and k != "wall_time_s"}
+        flat = {k: v for k, v in flatten(r["summary"]).items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and k != "wall_time_s"}
         rows.append({"run": r["dir"].name, **{k: r["config"].get(k) for k in differ}, **flat})
         numeric += [k for k in flat if k not in numeric]
     metric = metric or _default_metric(numeric)

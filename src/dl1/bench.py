@@ -1,0 +1,118 @@
+"""``dl1 bench [NAME...] [--quick] [--out_dir DIR]``: run the benchmarks in ``benchmarks/`` and print one table.
+
+Every benchmark script exposes ``main(argv) -> int``, takes ``--out FILE`` (and ``--quick``) and writes JSON whose
+rows carry a ``ratio`` (ours against a floor or a baseline measured in the same run) and the thread count.  This
+command runs the ones asked for (all by default), collects every row with a ratio and prints them as one table; the
+combined results go to ``OUT_DIR/bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dl1.errors import DL1Error, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"dl1 bench: {message}")
+
+
+def bench_dir() -> Path:
+    """``benchmarks/`` of the source checkout this package is installed from (editable install)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "benchmarks").is_dir() and (parent / "pyproject.toml").exists():
+            return parent / "benchmarks"
+    raise DL1Error("benchmarks/ not found: dl1 bench runs from a source checkout (pip install -e .)")
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in bench_dir().glob("*.py") if not p.stem.startswith("_"))
+
+
+def _load(name: str):
+    path = bench_dir() / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"dl1_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def ratio_rows(obj: Any) -> list[dict[str, Any]]:
+    """Every dict inside ``obj`` that has a ``ratio`` key, flattened to its scalar fields."""
+    rows: list[dict[str, Any]] = []
+    if isinstance(obj, dict):
+        if "ratio" in obj:
+            rows.append({k: v for k, v in obj.items() if isinstance(v, int | float | str | bool) or v is None})
+        for v in obj.values():
+            if isinstance(v, dict | list):
+                rows += ratio_rows(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            rows += ratio_rows(v)
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
+    header = ["benchmark", "case", "threads", "ours", "reference", "ratio", "goal"]
+    lines = []
+    for name, rows in results.items():
+        for r in rows:
+            case = r.get("case") or r.get("name") or r.get("model") or r.get("what") or ""
+            ours = r.get("ours", r.get("ours_s", r.get("value", "")))
+            ref = r.get("reference", r.get("baseline", r.get("floor", "")))
+            lines.append([name, _fmt(case), _fmt(r.get("threads", "")), _fmt(ours), _fmt(ref), _fmt(r["ratio"]),
+                          _fmt(r.get("goal", ""))])
+    widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def main(argv: list[str]) -> int:
+    parser = _Parser(prog="dl1 bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all); see benchmarks/")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a check that they run, not a measurement)")
+    parser.add_argument("--out_dir", type=Path, default=Path("runs") / "bench", help="where JSON results go")
+    args = parser.parse_args(argv)
+    known = available()
+    for n in args.names:
+        if n not in known:
+            close = difflib.get_close_matches(n, known, n=1)
+            raise UsageError(f"dl1 bench: unknown benchmark {n!r}" + (f"; did you mean {close[0]}?" if close
+                                                                       else f"; known: {', '.join(known)}"))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict[str, Any]]] = {}
+    failed = []
+    for name in args.names or known:
+        out = args.out_dir / f"{name}.json"
+        print(f"== {name}", flush=True)
+        t0 = time.time()
+        code = _load(name).main(["--out", str(out), *(["--quick"] if args.quick else [])])
+        if code not in (0, None) or not out.exists():
+            failed.append(name)
+            continue
+        results[name] = ratio_rows(json.loads(out.read_text()))
+        print(f"   ({time.time() - t0:.0f} s)", flush=True)
+    print()
+    print_table(results)
+    (args.out_dir / "bench.json").write_text(json.dumps(results, indent=2))
+    print(f"\nresults: {args.out_dir / 'bench.json'}")
+    if failed:
+        raise DL1Error(f"benchmarks failed: {', '.join(failed)}")
+    return 0
