@@ -1,0 +1,242 @@
+"""Adversarial autoencoder on MNIST / Fashion-MNIST: reconstruction + latent discriminator (assignment 3, Q2.4-Q2.6).
+
+Images are scaled to [-1, 1] (``ToTensor`` + ``Normalize(0.5, 0.5)``); the model trains on the training set only and is
+evaluated every epoch on the test split (reconstruction MSE, and the discriminator's accuracy on test codes vs prior
+samples).  Two optimisers: Adam(betas 0.5, 0.999) on encoder + decoder, SGD on the discriminator.
+
+Update order per batch (the template's; the PDF's text describes the reverse, both are valid):
+  1. autoencoder step: ``recon, z = model(x)``; ``lambda_ * MSE + (1 - lambda_) * BCE(D(z), "real")``; the Adam
+     optimiser holds only encoder + decoder parameters, so the discriminator is not changed by this step;
+  2. discriminator step on the same codes ``z`` (detached, i.e. as encoded before step 1) against fresh ``N(0, I)``
+     samples; SGD holds only the discriminator's parameters and the codes are detached, so the encoder is not changed.
+Each step zeroes its optimiser's gradients first, so step 1's gradients in the discriminator never reach step 2.
+
+Snapshots (reconstructions of the same test images, decoded samples of the same prior draws and, for ``--z_dim 2``,
+all test codes) are taken before training ("epoch 0", the course's "0 epochs"), after epoch 1, every ``--save_every``
+epochs and after the last one; ``dl1 report`` rebuilds the figures from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dl1.config import arg
+from dl1.runtime import Run
+
+DATASETS = ("mnist", "fashion-mnist", "synthetic")
+
+
+@dataclass(frozen=True)
+class Config:
+    z_dim: int = arg(8, "Dimensionality of the latent code z.", min=1, max=1024)
+    batch_size: int = arg(64, "Mini-batch size.", min=1)
+    lambda_: float = arg(0.995, "Weight of the reconstruction loss; 1 - lambda_ weighs the generator (adversarial) "
+                                "loss. 1 = plain autoencoder.", min=0.0, max=1.0)
+    ae_lr: float = arg(1e-3, "Learning rate of the encoder/decoder optimiser (Adam, betas 0.5, 0.999).", min=0.0,
+                       min_inclusive=False)
+    d_lr: float = arg(5e-3, "Learning rate of the discriminator optimiser (SGD).", min=0.0, min_inclusive=False)
+    epochs: int = arg(100, "Number of training epochs.", min=1)
+    seed: int = arg(42, "Random seed (weights, shuffling, prior samples).")
+    dataset: str = arg("mnist", "Dataset; 'synthetic' is random class clusters for smoke runs only (not a result).",
+                       choices=DATASETS)
+    data_dir: str | None = arg(None, "Dataset folder (default: $DL1_DATA or ./data; Fashion-MNIST is also found in "
+                                     "/usr/share/datasets/fashion-mnist).")
+    num_filters: int = arg(32, "Base number of convolution channels c of encoder and decoder.", min=1, max=512)
+    train_size: int = arg(0, "Use only the first N training images (0 = all 60,000).", min=0)
+    test_size: int = arg(0, "Evaluate on the first N test images (0 = all 10,000).", min=0)
+    save_every: int = arg(5, "Save reconstruction/sample snapshots every N epochs, plus before training, after epoch "
+                             "1 and after the last epoch (0 = only those three).", min=0)
+    n_images: int = arg(64, "Number of prior samples and of reconstructed test images in each snapshot grid.",
+                        min=8, max=1024)
+    device: str = arg("auto", "Torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+    resume: str | None = arg(None, "Run folder (or checkpoint file) to continue from.")
+
+
+SMOKE = {"dataset": "synthetic", "epochs": 2, "batch_size": 32, "num_filters": 4, "n_images": 16, "save_every": 1}
+
+
+# -- data -------------------------------------------------------------------------------------------------------------
+@dataclass
+class AAEData:
+    """uint8 images ``(N, 1, 28, 28)`` (scaled to [-1, 1] per batch by ``scale``) with labels and class names."""
+
+    x_train: Any
+    x_test: Any
+    y_test: Any
+    classes: list[str]
+    synthetic: bool
+
+
+def scale(images):
+    """uint8 0..255 -> float in [-1, 1], exactly ``Normalize(0.5, 0.5)(ToTensor()(img))``."""
+    return images.float() / 127.5 - 1.0
+
+
+def _synthetic_uint8(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """28x28 class-cluster images (``dl1.data.vision.synthetic_arrays``) squashed to uint8: smoke runs only."""
+    from dl1.data.vision import synthetic_arrays
+
+    a = synthetic_arrays(n_train=256, n_val=1, n_test=64, shape=(1, 28, 28), seed=seed)
+    u8 = lambda x: np.clip(np.rint((np.tanh(x / 2) + 1) * 127.5), 0, 255).astype(np.uint8)  # noqa: E731
+    return u8(a.x_train), a.y_train, u8(a.x_test), a.y_test, a.classes
+
+
+def load_data(cfg: Config, device) -> AAEData:
+    """Training and test images on ``device`` (the course uses only the training set; we also evaluate on test)."""
+    import torch
+
+    from dl1.data.vision import load_arrays
+
+    if cfg.dataset == "synthetic":
+        xtr, ytr, xte, yte, classes = _synthetic_uint8(cfg.seed)
+    else:
+        a = load_arrays(cfg.dataset, cfg.data_dir, val_size=0, seed=cfg.seed, dtype="uint8")
+        xtr, xte, yte, classes = a.x_train, a.x_test, a.y_test, a.classes
+    if cfg.train_size:
+        xtr = xtr[: cfg.train_size]
+    if cfg.test_size:
+        xte, yte = xte[: cfg.test_size], yte[: cfg.test_size]
+    to = lambda x: torch.as_tensor(np.ascontiguousarray(x)).to(device)  # noqa: E731
+    return AAEData(to(xtr), to(xte), to(yte), list(classes), cfg.dataset == "synthetic")
+
+
+def fixed_test_indices(labels: np.ndarray, n: int) -> np.ndarray:
+    """``n`` test indices cycling through the classes (class 0, 1, ..., 9, 0, 1, ...), first occurrences first."""
+    by_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
+    order = [idx[i] for i in range(max(map(len, by_class))) for idx in by_class if i < len(idx)]
+    return np.asarray(order[:n])
+
+
+def snapshot_epochs(epochs: int, save_every: int) -> set[int]:
+    """0 (before training), 1, every ``save_every`` and the last epoch."""
+    chosen = {0, 1, epochs}
+    if save_every:
+        chosen |= set(range(save_every, epochs + 1, save_every))
+    return {e for e in chosen if e <= epochs}
+
+
+# -- evaluation -------------------------------------------------------------------------------------------------------
+def evaluate_test(model, data: AAEData, batch_size: int = 1000) -> dict[str, float]:
+    """Test reconstruction MSE (mean over images and pixels) and discriminator accuracy on test codes vs prior."""
+    import torch
+
+    model.eval()
+    sq_err, n_pix, correct, n = 0.0, 0, 0, 0
+    with torch.no_grad():
+        for start in range(0, len(data.x_test), batch_size):
+            x = scale(data.x_test[start:start + batch_size])                    # (b, 1, 28, 28)
+            recon, z = model(x)
+            sq_err += float(((recon - x) ** 2).sum())
+            n_pix += x.numel()
+            real = model.discriminator(torch.randn_like(z))                     # (b, 1)
+            fake = model.discriminator(z)
+            correct += int((real > 0).sum() + (fake < 0).sum())
+            n += 2 * len(x)
+    model.train()
+    return {"recon_loss": sq_err / max(n_pix, 1), "disc_accuracy": correct / max(n, 1)}
+
+
+def take_snapshot(model, data: AAEData, run: Run, epoch: int, idx: np.ndarray, prior_z) -> None:
+    """Write ``snapshots/epoch_NNN.npz``: fixed test images, their reconstructions, decoded fixed prior draws."""
+    import torch
+
+    from dl1.report.aae import save_snapshot, to_uint8
+
+    model.eval()
+    with torch.no_grad():
+        x = scale(data.x_test[torch.as_tensor(idx, device=data.x_test.device)])
+        recon, _ = model(x)
+        arrays = {"originals": to_uint8(x), "recon": to_uint8(recon), "samples": to_uint8(model.decoder(prior_z))}
+        if model.z_dim == 2:
+            codes = torch.cat([model.encoder(scale(data.x_test[s:s + 1000])) for s in range(0, len(data.x_test), 1000)])
+            arrays.update(codes=codes.float().cpu().numpy(), labels=data.y_test.cpu().numpy())
+    model.train()
+    if run.enabled:
+        save_snapshot(run.dir, epoch, **arrays)
+
+
+# -- training ---------------------------------------------------------------------------------------------------------
+def build(cfg: Config, device):
+    """The model and its two optimisers over disjoint parameter sets."""
+    import torch
+
+    from dl1.models.aae import AdversarialAE
+
+    model = AdversarialAE(cfg.z_dim, num_filters=cfg.num_filters).to(device)
+    optimizers = {"ae": torch.optim.Adam(model.autoencoder_parameters(), lr=cfg.ae_lr, betas=(0.5, 0.999)),
+                  "disc": torch.optim.SGD(model.discriminator.parameters(), lr=cfg.d_lr)}
+    return model, optimizers
+
+
+def make_train_step(model, trainer, lambda_: float):
+    """One batch: autoencoder update, then discriminator update on the same (detached) codes."""
+
+    def train_step(batch) -> dict[str, Any]:
+        x = scale(batch[0])                                                    # (B, 1, 28, 28) in [-1, 1]
+        recon_x, z = model(x)                                                  # (B, 1, 28, 28), (B, z_dim)
+        ae_loss, ae_parts = model.get_loss_autoencoder(x, recon_x, z, lambda_)
+        trainer.backward_step(ae_loss, "ae")                                   # Adam: encoder + decoder only
+        disc_loss, d_parts = model.get_loss_discriminator(z)                   # z is detached inside
+        trainer.backward_step(disc_loss, "disc")                               # SGD: discriminator only
+        d_parts["disc_accuracy"] = d_parts.pop("accuracy")
+        return {**ae_parts, **d_parts}
+
+    return train_step
+
+
+def run(cfg: Config, run: Run) -> dict[str, Any]:
+    import torch
+
+    from dl1.data.loaders import TensorBatches
+    from dl1.runtime import choose_device, seed_everything
+    from dl1.train import Trainer
+
+    seed_everything(cfg.seed)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    device = choose_device(cfg.device)
+    data = load_data(cfg, device)
+    model, optimizers = build(cfg, device)
+    tag = f"({cfg.dataset}{' - SYNTHETIC smoke data' if data.synthetic else ''}, z={cfg.z_dim}, lambda={cfg.lambda_})"
+    run.save_json("aae_meta.json", {"classes": data.classes, "dataset": cfg.dataset, "synthetic": data.synthetic,
+                                    "z_dim": cfg.z_dim, "lambda_": cfg.lambda_, "tag": tag})
+    idx = fixed_test_indices(data.y_test.cpu().numpy(), cfg.n_images // 2)
+    prior_z = torch.randn(cfg.n_images, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    chosen = snapshot_epochs(cfg.epochs, cfg.save_every)
+
+    trainer = Trainer(run, {"model": model}, optimizers, epochs=cfg.epochs, monitor=None, device=device, desc="aae")
+
+    def evaluate(epoch: int) -> dict[str, dict[str, float]]:
+        if epoch in chosen:
+            take_snapshot(model, data, run, epoch, idx, prior_z)
+        return {"test": evaluate_test(model, data)}
+
+    def batches(epoch: int):
+        return TensorBatches(data.x_train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
+
+    if not (run.dir / "snapshots" / "epoch_000.npz").exists():
+        take_snapshot(model, data, run, 0, idx, prior_z)                      # "0 epochs": before any update
+    result = trainer.fit(batches, make_train_step(model, trainer, cfg.lambda_), evaluate, resume=cfg.resume)
+    figures = make_figures(run.dir) if run.enabled else []
+    train_hist, test_hist = run.metrics("train"), run.metrics("test")
+    return run.finish(
+        dataset=cfg.dataset, synthetic=data.synthetic, device=str(device), epochs_run=result["epochs_run"],
+        steps=result["steps"], n_train=len(data.x_train), n_test=len(data.x_test),
+        test={"recon_loss": test_hist[-1]["recon_loss"], "disc_accuracy": test_hist[-1]["disc_accuracy"]},
+        train={k: train_hist[-1][k] for k in ("recon_loss", "gen_loss", "disc_loss", "disc_accuracy")},
+        history={"epoch": [r["epoch"] for r in train_hist],
+                 "train_recon_loss": [r["recon_loss"] for r in train_hist],
+                 "test_recon_loss": [r["recon_loss"] for r in test_hist],
+                 "disc_accuracy": [r["disc_accuracy"] for r in train_hist],
+                 "gen_loss": [r["gen_loss"] for r in train_hist], "disc_loss": [r["disc_loss"] for r in train_hist]},
+        figures=[str(Path(p).relative_to(run.dir)) for p in figures])
+
+
+def make_figures(run_dir: Path) -> list[Path]:
+    """Rebuild the curves, reconstruction/sample grids and (z_dim 2) latent scatter from the run folder."""
+    from dl1.report.aae import make_figures as build_figures
+
+    return build_figures(Path(run_dir))

@@ -1,0 +1,1 @@
+"""Neural-network modules and their builders (no optimisers, no printing)."""

@@ -1,0 +1,141 @@
+"""Adversarial autoencoder (the course's ``part2/models.py``): encoder, decoder, latent discriminator and both losses.
+
+encoder -> decoder -> discriminator -> ``AdversarialAE`` (forward, autoencoder loss, discriminator loss, sample).
+
+Images are ``[B, 1, 28, 28]`` in ``[-1, 1]`` (``ToTensor`` then ``Normalize(0.5, 0.5)``).  The encoder is deterministic;
+the discriminator sees codes ``z`` and returns **logits** (``> 0`` means "from the prior N(0, I)").  The generator loss
+is the non-saturating one, ``BCEWithLogits(D(E(x)), 1) = -log sigmoid(D(E(x)))``: the encoder is pushed to make its
+codes look like prior samples.  (Some published solutions use ``-log(1 - sigmoid(D(E(x))))``, which *helps* the
+discriminator; both equal ln 2 at zero logits, so the course's unit test cannot tell them apart; ``tests/test_aae.py``
+checks the gradient's sign.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvEncoder(nn.Module):
+    """Deterministic Tutorial-9 encoder: ``[B, C, 28, 28] -> [B, z_dim]`` (ReLU, three stride-2 convolutions)."""
+
+    def __init__(self, z_dim: int = 8, num_input_channels: int = 1, num_filters: int = 32):
+        super().__init__()
+        c = num_filters
+        self.net = nn.Sequential(
+            nn.Conv2d(num_input_channels, c, kernel_size=3, padding=1, stride=2),  # 28 -> 14
+            nn.ReLU(),
+            nn.Conv2d(c, c, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c, 2 * c, kernel_size=3, padding=1, stride=2),  # 14 -> 7
+            nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, kernel_size=3, padding=1, stride=2),  # 7 -> 4
+            nn.ReLU(),
+            nn.Flatten(),  # (B, 2c * 4 * 4)
+            nn.Linear(2 * 16 * c, z_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, z_dim)
+
+
+class ConvDecoder(nn.Module):
+    """Tutorial-9 decoder with ReLU and a ``Tanh`` output: ``[B, z_dim] -> [B, C, 28, 28]`` in ``[-1, 1]``."""
+
+    def __init__(self, z_dim: int = 8, num_input_channels: int = 1, num_filters: int = 32):
+        super().__init__()
+        c = num_filters
+        self.linear = nn.Sequential(nn.Linear(z_dim, 2 * 16 * c), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * c, 2 * c, kernel_size=3, padding=1, stride=2, output_padding=0),  # 4 -> 7
+            nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * c, c, kernel_size=3, padding=1, stride=2, output_padding=1),  # 7 -> 14
+            nn.ReLU(),
+            nn.Conv2d(c, c, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(c, num_input_channels, kernel_size=3, padding=1, stride=2, output_padding=1),  # 14 -> 28
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.linear(z)                          # (B, 2c * 16)
+        h = h.reshape(h.shape[0], -1, 4, 4)         # (B, 2c, 4, 4)
+        return self.net(h)                          # (B, C, 28, 28)
+
+
+class Discriminator(nn.Module):
+    """MLP on latent codes: ``[B, z_dim] -> [B, 1]`` logits (no sigmoid; ``> 0`` = classified as a prior sample)."""
+
+    def __init__(self, z_dim: int = 8, hidden: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, 1)
+
+
+class AdversarialAE(nn.Module):
+    """Encoder + decoder trained to reconstruct, with a discriminator pulling the code distribution towards N(0, I)."""
+
+    def __init__(self, z_dim: int = 8, num_input_channels: int = 1, num_filters: int = 32):
+        super().__init__()
+        self.z_dim = z_dim
+        self.encoder = ConvEncoder(z_dim, num_input_channels, num_filters)
+        self.decoder = ConvDecoder(z_dim, num_input_channels, num_filters)
+        self.discriminator = Discriminator(z_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def autoencoder_parameters(self) -> list[nn.Parameter]:
+        """Encoder + decoder parameters: the ones the autoencoder optimiser owns."""
+        return [*self.encoder.parameters(), *self.decoder.parameters()]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(x)              # (B, z_dim)
+        recon_x = self.decoder(z)        # (B, C, 28, 28)
+        return recon_x, z
+
+    def get_loss_autoencoder(self, x: torch.Tensor, recon_x: torch.Tensor, z_fake: torch.Tensor,
+                             lambda_: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``ae_loss = lambda_ * MSE(x, recon_x) + (1 - lambda_) * BCEWithLogits(D(z_fake), 1)`` and its parts.
+
+        The gradient of the generator term also reaches the discriminator's parameters; the training step must give
+        this loss to an optimiser that holds only encoder and decoder parameters (see ``dl1.experiments.aae``).
+        """
+        recon_loss = F.mse_loss(recon_x, x)                                   # mean over B, C, H, W
+        logits = self.discriminator(z_fake)                                   # (B, 1)
+        gen_loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        ae_loss = lambda_ * recon_loss + (1.0 - lambda_) * gen_loss
+        logging_dict = {"gen_loss": gen_loss.detach(), "recon_loss": recon_loss.detach(), "ae_loss": ae_loss.detach()}
+        return ae_loss, logging_dict
+
+    def get_loss_discriminator(self, z_fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean of ``BCE(D(z_real), 1)`` and ``BCE(D(z_fake), 0)``, ``z_real ~ N(0, I)``; no gradient to the encoder."""
+        z_real = torch.randn_like(z_fake)                                     # (B, z_dim), same device/dtype
+        logits_real = self.discriminator(z_real)                              # (B, 1)
+        logits_fake = self.discriminator(z_fake.detach())                     # (B, 1)
+        loss_real = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
+        loss_fake = F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+        disc_loss = 0.5 * (loss_real + loss_fake)
+        correct = (logits_real > 0).sum() + (logits_fake < 0).sum()
+        accuracy = correct.float() / (logits_real.numel() + logits_fake.numel())
+        logging_dict = {"disc_loss": disc_loss.detach(), "loss_real": loss_real.detach(),
+                        "loss_fake": loss_fake.detach(), "accuracy": accuracy.detach()}
+        return disc_loss, logging_dict
+
+    @torch.no_grad()
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode ``batch_size`` prior samples ``z ~ N(0, I)``: ``[B, C, 28, 28]`` in ``[-1, 1]``."""
+        z = torch.randn(batch_size, self.z_dim, generator=generator, device=self.device if generator is None else "cpu")
+        return self.decoder(z.to(self.device))

@@ -1,0 +1,270 @@
+"""Adversarial autoencoder: shapes, output range, the course's zero-parameter values, the generator-loss direction,
+optimiser isolation of the two update steps, figures from the run folder, and smoke runs on fake IDX files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dl1.experiments import execute
+from dl1.experiments.aae import Config, build, fixed_test_indices, make_train_step, scale, snapshot_epochs
+from dl1.models.aae import AdversarialAE, ConvDecoder, ConvEncoder, Discriminator
+
+LN2 = math.log(2.0)
+
+
+def zero_model(z_dim: int = 10) -> AdversarialAE:
+    model = AdversarialAE(z_dim=z_dim)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    return model
+
+
+# -- the course's unit tests (part2/unittests.py) ------------------------------------------------------------------
+def test_encoder_decoder_discriminator_shapes():
+    model = AdversarialAE(z_dim=10)
+    assert model.encoder(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    assert model.decoder(torch.randn(4, 10)).shape == (4, 1, 28, 28)
+    assert model.discriminator(torch.randn(128, 10)).shape == (128, 1)
+    recon, z = model(torch.randn(3, 1, 28, 28))
+    assert recon.shape == (3, 1, 28, 28) and z.shape == (3, 10)
+    assert model.sample(5).shape == (5, 1, 28, 28)
+
+
+def test_decoder_output_in_range_and_discriminator_gives_logits():
+    torch.manual_seed(1)
+    out = ConvDecoder(z_dim=10)(50 * torch.randn(128, 10))
+    assert out.min() >= -1 and out.max() <= 1
+    assert out.min() < -0.5 and out.max() > 0.5  # Tanh is used, not a clamp to a constant
+    logits = Discriminator(10)(5 * torch.randn(256, 10))
+    assert logits.min() < 0 < logits.max() or (logits.abs() > 1).any()  # raw logits, not probabilities in (0, 1)
+    assert isinstance(ConvEncoder(3).net[-1], torch.nn.Linear)  # deterministic, no activation on the code
+
+
+def test_zero_parameters_generator_loss_is_ln2():
+    model = zero_model()
+    x = torch.zeros(4, 1, 28, 28)
+    recon, z = model(x)
+    loss, parts = model.get_loss_autoencoder(x, recon, z, lambda_=0)
+    assert loss.dim() == 0
+    assert loss.item() == pytest.approx(-math.log(0.5), abs=1e-4)
+    assert parts["gen_loss"].item() == pytest.approx(LN2, abs=1e-4) and parts["recon_loss"].item() == 0
+    loss.backward()
+    assert next(model.encoder.parameters()).grad is not None
+
+
+def test_zero_parameters_lambda_one_is_reconstruction_only():
+    model = zero_model()
+    x = torch.zeros(4, 1, 28, 28)
+    recon, z = model(x)
+    loss, _ = model.get_loss_autoencoder(x, recon, z, lambda_=1)
+    assert loss.item() == pytest.approx(0.0, abs=1e-4)
+    loss.backward()
+    assert next(model.encoder.parameters()).grad is not None
+    # with non-zero data, lambda_ = 1 gives exactly the MSE, whatever the discriminator says
+    torch.manual_seed(0)
+    model = AdversarialAE(z_dim=4)
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    recon, z = model(x)
+    loss, parts = model.get_loss_autoencoder(x, recon, z, lambda_=1)
+    assert torch.allclose(loss, ((x - recon) ** 2).mean())
+    assert loss.item() == pytest.approx(parts["recon_loss"].item())
+
+
+def test_zero_parameters_discriminator_loss_is_ln2_as_mean():
+    model = zero_model()
+    z = torch.zeros(4, 10)
+    loss, parts = model.get_loss_discriminator(z)
+    assert loss.dim() == 0
+    assert loss.item() == pytest.approx(LN2, abs=1e-4)  # a mean of the two BCE terms (a sum would be 2 ln 2)
+    assert set(parts) >= {"disc_loss", "loss_real", "loss_fake", "accuracy"}
+    loss.backward()
+    assert next(model.discriminator.parameters()).grad is not None
+
+
+# -- beyond the course's tests -------------------------------------------------------------------------------------
+def test_losses_match_reference_formulas():
+    torch.manual_seed(3)
+    model = AdversarialAE(z_dim=5)
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    recon, z = model(x)
+    lam = 0.7
+    loss, parts = model.get_loss_autoencoder(x, recon, z, lambda_=lam)
+    p_real = torch.sigmoid(model.discriminator(z))
+    gen = -torch.log(p_real).mean()
+    assert torch.allclose(parts["gen_loss"], gen, atol=1e-6)
+    assert torch.allclose(loss, lam * ((x - recon) ** 2).mean() + (1 - lam) * gen, atol=1e-6)
+
+    torch.manual_seed(5)
+    d_loss, d_parts = model.get_loss_discriminator(z)
+    torch.manual_seed(5)
+    z_real = torch.randn_like(z)
+    lr_, lf_ = model.discriminator(z_real), model.discriminator(z)
+    # -log s(a) = softplus(-a); -log(1 - s(a)) = softplus(a)
+    ref = 0.5 * (F.softplus(-lr_).mean() + F.softplus(lf_).mean())
+    assert torch.allclose(d_loss, ref, atol=1e-6)
+    acc = ((lr_ > 0).float().sum() + (lf_ < 0).float().sum()) / (2 * len(z))
+    assert d_parts["accuracy"].item() == pytest.approx(acc.item())
+
+
+def test_discriminator_accuracy_extremes():
+    model = AdversarialAE(z_dim=2)
+    with torch.no_grad():
+        for p in model.discriminator.parameters():
+            p.zero_()
+        model.discriminator.net[-1].bias.fill_(5.0)  # says "real" for everything
+    _, parts = model.get_loss_discriminator(torch.zeros(10, 2))
+    assert parts["accuracy"].item() == pytest.approx(0.5)
+    assert parts["loss_real"].item() < 0.01 and parts["loss_fake"].item() > 4.9
+
+
+def test_generator_step_makes_codes_look_more_real():
+    """The pitfall: the generator loss must push D(E(x)) towards "real" (up), not down."""
+    torch.manual_seed(0)
+    model = AdversarialAE(z_dim=4, num_filters=4)
+    x = torch.rand(16, 1, 28, 28) * 2 - 1
+    opt = torch.optim.SGD(model.autoencoder_parameters(), lr=0.05)
+    before = model.discriminator(model.encoder(x)).mean().item()
+    for _ in range(5):
+        recon, z = model(x)
+        loss, _ = model.get_loss_autoencoder(x, recon, z, lambda_=0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = model.discriminator(model.encoder(x)).mean().item()
+    assert after > before
+    # and the gradient w.r.t. the logits has the non-saturating sign and size: d/da -log s(a) = s(a) - 1 < 0
+    z = torch.zeros(3, 4, requires_grad=True)
+    _, _ = model(x[:3])
+    logits = model.discriminator(z)
+    grad = torch.autograd.grad(F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)), logits)[0]
+    assert (grad < 0).all()
+
+
+def test_gradients_reach_the_right_networks_only():
+    torch.manual_seed(0)
+    model = AdversarialAE(z_dim=3, num_filters=4)
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    recon, z = model(x)
+    d_loss, _ = model.get_loss_discriminator(z)
+    d_loss.backward()
+    assert all(p.grad is None for p in model.autoencoder_parameters())  # codes are detached
+    assert all(p.grad is not None for p in model.discriminator.parameters())
+
+
+class _FakeRun:
+    experiment, enabled = "aae-test", False
+
+    def __init__(self, tmp_path):
+        from pathlib import Path
+
+        self.checkpoints = Path(tmp_path)
+        self.dir = Path(tmp_path)
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before, module):
+    return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
+
+
+def test_each_update_changes_only_its_own_network(tmp_path):
+    """One training batch through the Trainer: the AE step leaves D unchanged, the D step leaves E and G unchanged."""
+    from dl1.train import Trainer
+
+    torch.manual_seed(0)
+    cfg = Config(z_dim=4, num_filters=4, lambda_=0.5, d_lr=0.1)
+    model, optimizers = build(cfg, torch.device("cpu"))
+    trainer = Trainer(_FakeRun(tmp_path), {"model": model}, optimizers, epochs=1, monitor=None)
+    assert not {id(p) for p in optimizers["ae"].param_groups[0]["params"]} & \
+        {id(p) for p in optimizers["disc"].param_groups[0]["params"]}
+
+    calls = []
+    original = trainer.backward_step
+
+    def spy(loss, name=None, parameters=None):
+        before = {n: _snapshot(getattr(model, n)) for n in ("encoder", "decoder", "discriminator")}
+        original(loss, name, parameters)
+        calls.append((name, {n for n in before if _changed(before[n], getattr(model, n))}))
+
+    trainer.backward_step = spy
+    step = make_train_step(model, trainer, cfg.lambda_)
+    batch = (torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8),)
+    for _ in range(2):  # second batch: leftover discriminator grads of the AE step must not leak anywhere
+        metrics = step(batch)
+    assert calls == [("ae", {"encoder", "decoder"}), ("disc", {"discriminator"})] * 2
+    assert {"recon_loss", "gen_loss", "ae_loss", "disc_loss", "disc_accuracy"} <= set(metrics)
+
+
+def test_helpers():
+    assert torch.equal(scale(torch.tensor([0, 255], dtype=torch.uint8)), torch.tensor([-1.0, 1.0]))
+    assert snapshot_epochs(12, 5) == {0, 1, 5, 10, 12} and snapshot_epochs(3, 0) == {0, 1, 3}
+    labels = np.array([3, 1, 1, 0, 3, 0, 2])
+    assert fixed_test_indices(labels, 5).tolist() == [3, 1, 6, 0, 5]
+
+
+def test_make_figures_rebuilds_from_run_folder(tmp_path):
+    """Figures are functions of the run folder: delete them, rebuild, look at the written files."""
+    from dl1.report.aae import grid, make_figures, pair_rows, save_snapshot
+
+    rng = np.random.default_rng(0)
+    img = lambda n: rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)  # noqa: E731
+    codes, labels = rng.standard_normal((50, 2)).astype(np.float32), rng.integers(0, 10, 50)
+    for epoch in (0, 1, 5):
+        save_snapshot(tmp_path, epoch, originals=img(8), recon=img(8), samples=img(16), codes=codes, labels=labels)
+    with open(tmp_path / "metrics.jsonl", "w") as fh:
+        for e in (1, 5):
+            fh.write(json.dumps({"step": e, "split": "train", "epoch": e, "recon_loss": 0.1, "gen_loss": 0.7,
+                                 "disc_loss": 0.69, "disc_accuracy": 0.5}) + "\n")
+            fh.write(json.dumps({"step": e, "split": "test", "epoch": e, "recon_loss": 0.1,
+                                 "disc_accuracy": 0.5}) + "\n")
+    written = {p.name for p in make_figures(tmp_path)}
+    assert {"aae_curves.png", "aae_reconstructions.png", "aae_samples.png", "aae_latent.png",
+            "samples_epoch_0.png", "reconstruction_epoch_5.png"} <= written
+    g = grid(pair_rows(img(8), img(8), 4), nrow=4)
+    assert g.shape == (4 * 30 + 2, 4 * 30 + 2)
+
+
+# -- smoke runs -----------------------------------------------------------------------------------------------------
+def test_smoke_run_on_fake_idx_files_and_resume(tmp_path):
+    from dl1.data.fake import write_idx
+
+    write_idx(tmp_path / "data", "mnist", n_train=48, n_test=24)
+
+    def argv(epochs: int) -> list[str]:
+        return ["--dataset", "mnist", "--data_dir", str(tmp_path / "data"), "--z_dim", "2", "--epochs", str(epochs),
+                "--batch_size", "16", "--num_filters", "4", "--n_images", "16", "--save_every", "1"]
+
+    s = execute("aae", argv(2), out_dir=tmp_path / "runs", quiet=True)
+    (folder,) = list((tmp_path / "runs" / "aae").iterdir())
+    assert s["epochs_run"] == 2 and s["steps"] == 6 and s["n_train"] == 48 and s["n_test"] == 24
+    assert not s["synthetic"] and 0 < s["test"]["recon_loss"] < 4 and len(s["history"]["disc_accuracy"]) == 2
+    snaps = sorted(p.name for p in (folder / "snapshots").iterdir())
+    assert snaps == ["epoch_000.npz", "epoch_001.npz", "epoch_002.npz"]
+    assert (folder / "figures" / "aae_latent.png").exists() and (folder / "checkpoints" / "last.pt").exists()
+    with np.load(folder / "snapshots" / "epoch_002.npz") as snap:
+        assert snap["codes"].shape == (24, 2) and snap["samples"].shape == (16, 1, 28, 28)
+
+    # continue the finished 2-epoch run to 3 epochs in its own folder: same numbers as a fresh 3-epoch run
+    resumed = execute("aae", [*argv(3), "--resume", str(folder)], out_dir=tmp_path / "runs", quiet=True)
+    fresh = execute("aae", argv(3), out_dir=tmp_path / "fresh", quiet=True)
+    assert resumed["run_dir"] == str(folder) and resumed["steps"] == 9 and resumed["history"]["epoch"] == [1, 2, 3]
+    assert resumed["history"]["test_recon_loss"] == pytest.approx(fresh["history"]["test_recon_loss"], rel=1e-5)
+    assert resumed["history"]["disc_accuracy"] == pytest.approx(fresh["history"]["disc_accuracy"], rel=1e-5)
+
+
+def test_cli_smoke_and_bad_flags(tmp_path):
+    from dl1.cli import main
+
+    assert main(["run", "aae", "--smoke", "--out_dir", str(tmp_path)]) == 0
+    assert main(["run", "aae", "--lambda_", "1.5"]) == 2
+    assert main(["run", "aae", "--lamda", "0.5"]) == 2
+    assert main(["run", "aae", "--dataset", "mnist", "--data_dir", str(tmp_path / "nothing"), "--epochs", "1"]) == 1
