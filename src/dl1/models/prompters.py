@@ -88,8 +88,11 @@ class RandomPatchPrompter(_Prompter):
         self.last_location = (i, j)
         return i, j
 
-    def prompt(self) -> torch.Tensor:  # (1, 3, H, W), zero outside the patch
-        i, j = self.sample_location()
+    def prompt(self, location: tuple[int, int] | None = None) -> torch.Tensor:  # (1, 3, H, W)
+        """The patch at ``location`` (for figures; the generator is untouched) or at a freshly drawn one."""
+        i, j = self.sample_location() if location is None else location
+        if not (0 <= i <= self.image_size - self.prompt_size and 0 <= j <= self.image_size - self.prompt_size):
+            raise ValueError(f"patch location {(i, j)} is outside the {self.image_size} px image")
         rest = self.image_size - self.prompt_size
         return F.pad(self.patch, (j, rest - j, i, rest - i))
 

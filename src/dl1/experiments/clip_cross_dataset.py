@@ -1,0 +1,126 @@
+"""Cross-dataset evaluation of a learnt CLIP prompt (A2 Q2.5): CIFAR-10 + CIFAR-100 test sets as one 110-way problem.
+
+``dl1 run clip-cross-dataset --resume RUN/checkpoints/best.pt`` loads a prompt trained by ``dl1 run clip-prompt`` (on
+either dataset; its type, shape and CLIP architecture come from the checkpoint), builds the text classifier of the 110
+class names (CIFAR-10's, then CIFAR-100's: the two sets are disjoint), shifts the CIFAR-100 labels by +10 and reports
+the top-1 on each test set and the sample-weighted total ``(acc10 * N10 + acc100 * N100) / (N10 + N100)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dl1.config import arg
+from dl1.errors import UsageError
+from dl1.runtime import Run, choose_device, seed_everything
+
+CIFAR10_OFFSET = 0
+CIFAR100_OFFSET = 10  # CIFAR-100 class k is class 10 + k of the 110-way problem
+
+
+@dataclass(frozen=True)
+class Config:
+    resume: str | None = arg(None, "Checkpoint of a learnt prompt (RUN/checkpoints/best.pt of dl1 run clip-prompt); "
+                                   "with --synthetic_data and no --resume, a smoke prompt is trained first.")
+    text_prompt_template: str = arg("This is a photo of a {}", "Text template of the 110 class prompts (the course "
+                                                               "script's default has the typo 'This a photo of a {}').")
+    data_dir: str | None = arg(None, "Folder holding cifar-10-batches-py/ and cifar-100-python/ "
+                                     "(default: $DL1_DATA, else ./data).")
+    synthetic_data: bool = arg(False, "Write tiny fake CIFAR-10/100 test files into the run folder and use them "
+                                      "(smoke runs only: the numbers mean nothing).")
+    clip_weights: str | None = arg(None, "Local CLIP weights file (default: the one the prompt was trained with).")
+    test_noise: bool = arg(False, "Add N(0, 0.1) noise after preprocessing.")
+    batch_size: int = arg(128, "Mini-batch size.", min=1)
+    num_workers: int = arg(4, "DataLoader worker processes.", min=0)
+    max_batches: int = arg(0, "Evaluate at most this many batches per dataset (0 = all).", min=0)
+    seed: int = arg(0, "Random seed (the noise).")
+    device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+    amp: bool = arg(True, "float16 autocast on CUDA.")
+
+    def check(self) -> None:
+        if not self.resume and not self.synthetic_data:
+            raise UsageError("--resume CKPT is required: the prompt to evaluate (RUN/checkpoints/best.pt)")
+
+
+SMOKE = {"synthetic_data": True, "batch_size": 16, "num_workers": 0}
+
+
+class OffsetTargets(torch.utils.data.Dataset):
+    """``dataset`` with every label shifted by ``offset`` (CIFAR-100 inside the 110-way problem)."""
+
+    def __init__(self, dataset, offset: int):
+        self.dataset, self.offset = dataset, offset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        image, target = self.dataset[i]
+        return image, target + self.offset
+
+
+def weighted_total(parts: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Sample-weighted top-1 and loss over the parts."""
+    n = sum(p["n"] for p in parts.values())
+    return {"top1": sum(p["top1"] * p["n"] for p in parts.values()) / n,
+            "loss": sum(p["loss"] * p["n"] for p in parts.values()) / n, "n": n}
+
+
+def load_parts(cfg: Config, preprocess, run: Run) -> tuple[dict[str, Any], list[str]]:
+    """``({"cifar10": test set, "cifar100": test set with labels + 10}, 110 class names)``."""
+    from dl1.models.clip import load_clip_dataset
+
+    folder = cfg.data_dir
+    if cfg.synthetic_data:
+        from dl1.data.fake import write_cifar
+
+        folder = str(run.path("synthetic_data"))
+        for name in ("cifar10", "cifar100"):
+            write_cifar(folder, name, n_train=5, n_test=24, seed=cfg.seed)
+    c10 = load_clip_dataset("cifar10", "test", preprocess, folder, test_noise=cfg.test_noise)
+    c100 = load_clip_dataset("cifar100", "test", preprocess, folder, test_noise=cfg.test_noise)
+    classes = list(c10.classes) + list(c100.classes)
+    return {"cifar10": OffsetTargets(c10, CIFAR10_OFFSET), "cifar100": OffsetTargets(c100, CIFAR100_OFFSET)}, classes
+
+
+def run(cfg: Config, run: Run) -> dict[str, Any]:
+    from dl1.experiments import clip_prompt as cp
+
+    seed_everything(cfg.seed)
+    device = choose_device(cfg.device)
+    if cfg.resume is None:  # --synthetic_data smoke run: learn a throw-away prompt on fake data first
+        cfg = dataclasses.replace(cfg, resume=smoke_prompt(run))
+    prompt, saved = cp.load_prompt_checkpoint(cfg.resume, device)
+    pcfg = dataclasses.replace(cp.checkpoint_config(cp.Config(), saved), clip_weights=cfg.clip_weights or
+                               saved.get("clip_weights"), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                               max_batches=cfg.max_batches, text_prompt_template=cfg.text_prompt_template,
+                               amp=cfg.amp)
+    bundle = cp.load_bundle(pcfg, device)
+    parts, classes = load_parts(cfg, bundle.preprocess, run)
+    model = cp.build_model(pcfg, bundle, classes, device)  # the 110-way text classifier
+    cp.restore_prompt(model, prompt, cfg.resume)
+    results = {}
+    for name, dataset in parts.items():
+        torch.manual_seed(cfg.seed)
+        results[name] = cp.evaluate(model, cp.loader(dataset, pcfg, device), device, cfg.amp)
+        run.log(0, name, results[name])
+    results["total"] = weighted_total({k: results[k] for k in parts})
+    run.log(0, "total", results["total"])
+    return run.finish(results=results, num_classes=len(classes), trained_on=saved.get("dataset"),
+                      prompt={k: saved.get(k) for k in cp.PROMPT_FIELDS}, checkpoint=str(cfg.resume),
+                      synthetic=cfg.synthetic_data, **cp.model_info(model, bundle, pcfg), device=str(device))
+
+
+def smoke_prompt(run: Run) -> str:
+    """Train the clip-prompt smoke configuration (tiny random CLIP, fake CIFAR-10) inside this run folder."""
+    from dl1.experiments import execute
+
+    print("[clip-cross-dataset] no --resume: training a smoke prompt on synthetic data first", flush=True)
+    summary = execute("clip-prompt", [], smoke=True,
+                      overrides={"visualize_prompt": False, "test_noise": False}, out_dir=run.path("smoke_prompt"),
+                      quiet=True)
+    return summary["checkpoint"]
