@@ -275,7 +275,7 @@ def test_gnn_experiment_smoke(tmp_path):
     assert summary["q3_1"]["walks"]["cycle6"]["2"] == 24
     assert summary["q3_4"]["mlp_equivariance_min_abs_diff"] > 1e-3
     run_dir = tmp_path / "gnn" / next(p.name for p in (tmp_path / "gnn").iterdir())
-    names = ["gnn_graphs.png", "gnn_walks.png", "gnn_attention.png", "gnn_checks.png"]
+    names = ["gnn_graphs.png", "gnn_walks.png", "gnn_attention.png", "gnn_graph_attention.png", "gnn_checks.png"]
     assert json.loads((run_dir / "summary.json").read_text())["all_claims_hold"] is True
     report = (run_dir / "report.md").read_text()
     for q in ("Q3.1", "Q3.2", "Q3.3", "Q3.4", "Q3.5"):
@@ -286,8 +286,15 @@ def test_gnn_experiment_smoke(tmp_path):
     make_figures(run_dir)
     assert all((run_dir / "figures" / n).stat().st_size > 10_000 for n in names)
     assert (run_dir / "report.md").read_text() == report
-    again = experiments.execute("gnn", smoke=True, out_dir=tmp_path, quiet=True)
-    assert again["per_size"] == summary["per_size"]                   # same seed, same numbers
+
+
+def test_gnn_experiment_is_deterministic():
+    from dl1 import experiments
+    from dl1.experiments import gnn as experiment
+
+    cfg = experiments.make_config("gnn", smoke=True)
+    rows = [experiment.check_random_graph(cfg, 6, np.random.default_rng(cfg.seed)) for _ in range(2)]
+    assert rows[0] == rows[1]
 
 
 def test_gnn_experiment_bad_flags(tmp_path):
@@ -295,5 +302,8 @@ def test_gnn_experiment_bad_flags(tmp_path):
 
     with pytest.raises(UsageError, match="edge_prob"):
         experiments.execute("gnn", ["--edge_prob", "1.5"], out_dir=tmp_path, quiet=True)
+    with pytest.raises(UsageError, match="without edges"):
+        experiments.execute("gnn", ["--edge_prob", "0"], out_dir=tmp_path, quiet=True)
     with pytest.raises(UsageError, match="no node with two neighbours"):
-        experiments.execute("gnn", ["--edge_prob", "0", "--sizes", "5"], out_dir=tmp_path, quiet=True)
+        experiments.execute("gnn", ["--edge_prob", "1e-9", "--sizes", "5"], out_dir=tmp_path, quiet=True)
+    assert not (tmp_path / "gnn").exists() or not any((tmp_path / "gnn").glob("*/summary.json"))
