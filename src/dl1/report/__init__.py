@@ -1,0 +1,1 @@
+"""Figures and reports computed from run folders (Agg backend only)."""

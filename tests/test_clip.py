@@ -1,0 +1,244 @@
+"""CLIP plumbing on a tiny random CLIP with the real, offline BPE tokenizer: loading errors, weight files, text
+features (unit norm, computed once, prompt ensembles), logits, class-name handling, dataset wrapper."""
+
+import json
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dl1.errors import DL1Error
+from dl1.models import clip as C
+
+TINY = {"embed_dim": 32, "quick_gelu": True,
+        "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 2, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return C.tiny_clip(seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    """Register open_clip configs 'dl1-tiny' (= tiny_clip's shape) and 'dl1-tiny-wide' (another width)."""
+    import open_clip
+
+    d = tmp_path_factory.mktemp("configs")
+    (d / "dl1-tiny.json").write_text(json.dumps(TINY))
+    wide = json.loads(json.dumps(TINY))
+    wide["vision_cfg"]["width"] = 96
+    (d / "dl1-tiny-wide.json").write_text(json.dumps(wide))
+    open_clip.add_model_config(d)
+    return "dl1-tiny"
+
+
+class SpyTokenizer:
+    """Wraps the real tokenizer and records every call."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        return self.inner(texts)
+
+
+# -- bundle and tokenizer ----------------------------------------------------------------------------------------------
+def test_tiny_bundle_is_frozen_eval_float32(tiny):
+    assert tiny.random_init and tiny.arch == "tiny-test"
+    assert not tiny.model.training
+    assert all(not p.requires_grad and p.dtype == torch.float32 for p in tiny.model.parameters())
+    assert tiny.image_size == 64 and tiny.embed_dim == 32
+
+
+def test_real_bpe_tokenizer(tiny):
+    tokens = tiny.tokenizer(["a photo of a cat"])  # (1, 77)
+    assert tokens.shape == (1, 77)
+    ids = tokens[0][tokens[0] > 0].tolist()
+    assert ids[0] == 49406 and ids[-1] == 49407  # <start_of_text> ... <end_of_text>
+    assert len(ids) == 2 + 5  # one BPE token per common word
+    import open_clip
+
+    assert open_clip.decode(tokens[0]).replace("<start_of_text>", "").split("<end_of_text>")[0].strip() == \
+        "a photo of a cat"
+
+
+def test_preprocess_gives_model_input(tiny):
+    from PIL import Image
+
+    img = Image.new("RGB", (32, 32), (255, 0, 0))
+    x = tiny.preprocess(img)  # (3, 64, 64)
+    assert x.shape == (3, 64, 64)
+    expected = (1.0 - C.OPENAI_MEAN[0]) / C.OPENAI_STD[0]
+    assert torch.allclose(x[0], torch.full((64, 64), expected), atol=1e-4)
+
+
+# -- names and loading errors ------------------------------------------------------------------------------------------
+def test_course_names_map_to_open_clip():
+    assert C.open_clip_name("ViT-B/32") == "ViT-B-32"
+    assert C.open_clip_name("ViT-B/16") == "ViT-B-16"
+    assert C.open_clip_name("RN50") == "RN50"
+    assert C.open_clip_name("ViT-B-32") == "ViT-B-32"
+
+
+def test_unknown_architecture_names_close_matches():
+    with pytest.raises(DL1Error, match=r"unknown CLIP architecture 'ViT-B/31'.*ViT-B/32"):
+        C.load_clip("ViT-B/31")
+
+
+def test_missing_checkpoint_file_is_one_clear_line(tmp_path):
+    with pytest.raises(DL1Error, match="CLIP weights file not found") as info:
+        C.load_clip("ViT-B/32", weights=tmp_path / "nope.pt")
+    assert "\n" not in str(info.value)
+
+
+def test_garbage_checkpoint_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DL1Error, match="cannot read CLIP weights"):
+        C.load_clip("ViT-B/32", weights=bad)
+
+
+def test_offline_without_cached_weights_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    t0 = time.perf_counter()
+    with pytest.raises(DL1Error, match=r"not cached and the network is unavailable.*ViT-B-32.pt.*--clip_weights"):
+        C.load_clip("ViT-B/32", cache_dir=str(tmp_path / "clip_cache"))
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_tag_without_weights():
+    with pytest.raises(DL1Error, match="no 'openai' weights for CLIP ViT-B-16-plus"):
+        C.load_clip("ViT-B-16-plus", pretrained="openai")
+
+
+# -- weight files ------------------------------------------------------------------------------------------------------
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_open_clip_state_dict_round_trip(tiny, tiny_config, tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in tiny.model.state_dict().items()}}, path)
+    loaded = C.load_clip(tiny_config, weights=path)
+    assert _same_weights(loaded.model, tiny.model)
+    assert not loaded.model.training and not any(p.requires_grad for p in loaded.model.parameters())
+    assert loaded.weights == str(path) and not loaded.random_init
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(loaded.model.encode_image(x), tiny.model.encode_image(x), atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_openai_torchscript_archive(tiny, tiny_config, tmp_path):
+    path = tmp_path / "openai.pt"
+    torch.jit.save(torch.jit.script(tiny.model), str(path))
+    loaded = C.load_clip(tiny_config, weights=path)
+    assert loaded.info["weights_format"] == "openai_torchscript" and loaded.info["quick_gelu"]
+    assert _same_weights(loaded.model, tiny.model)
+
+
+def test_weights_of_another_architecture(tiny, tiny_config, tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny.model.state_dict(), path)
+    with pytest.raises(DL1Error, match=r"do not fit CLIP dl1-tiny-wide.*other shapes.*wrong --arch"):
+        C.load_clip("dl1-tiny-wide", weights=path)
+
+
+# -- text features and logits ------------------------------------------------------------------------------------------
+def test_text_features_unit_norm_and_shape(tiny):
+    f = C.text_features(tiny.model, tiny.tokenizer, ["cat", "dog", "sea_lion"], ["a photo of a {}"])
+    assert f.shape == (3, 32) and f.dtype == torch.float32
+    assert torch.allclose(f.norm(dim=-1), torch.ones(3), atol=1e-6)
+    assert not f.is_inference()  # usable as a constant in graphs that train prompts
+
+
+def test_class_names_and_templates_reach_tokenizer(tiny):
+    spy = SpyTokenizer(tiny.tokenizer)
+    C.text_features(tiny.model, spy, ["sea_lion", "maple_tree"], ["This is a photo of a {}", lambda c: f"{c}!"])
+    assert spy.calls == [["This is a photo of a sea lion", "This is a photo of a maple tree", "sea lion!",
+                          "maple tree!"]]
+
+
+def test_ensemble_is_mean_of_normalised_features_renormalised(tiny):
+    names, templates = ["cat", "dog", "truck"], ["a photo of a {}.", "a drawing of a {}.", "{}"]
+    got = C.text_features(tiny.model, tiny.tokenizer, names, templates)
+    with torch.no_grad():
+        per_template = [F.normalize(tiny.model.encode_text(tiny.tokenizer([t.format(n) for n in names])), dim=-1)
+                        for t in templates]
+    expected = sum(per_template) / len(templates)
+    expected = expected / expected.norm(dim=-1, keepdim=True)
+    assert torch.allclose(got, expected, atol=1e-5)
+    single = C.text_features(tiny.model, tiny.tokenizer, names, templates[:1])
+    assert torch.allclose(single, per_template[0], atol=1e-5)
+    assert not torch.allclose(got, single, atol=1e-3)
+
+
+def test_text_features_chunking_matches(tiny):
+    names = [f"class {i}" for i in range(7)]
+    a = C.text_features(tiny.model, tiny.tokenizer, names, ["{}", "a {}"], chunk=3)
+    b = C.text_features(tiny.model, tiny.tokenizer, names, ["{}", "a {}"])
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_clip_logits_equal_hand_computation():
+    torch.manual_seed(0)
+    img, txt = torch.randn(4, 8), torch.randn(3, 8)
+    log_scale = torch.tensor(4.6052)
+    got = C.clip_logits(img, txt, log_scale)
+    hand = torch.empty(4, 3)
+    for i in range(4):
+        for j in range(3):
+            cos = (img[i] @ txt[j]) / (img[i].norm() * txt[j].norm())
+            hand[i, j] = 100.0 * cos
+    assert torch.allclose(got, hand, rtol=1e-4)
+
+
+def test_zeroshot_text_features_once_and_logits(tiny):
+    spy = SpyTokenizer(tiny.tokenizer)
+    bundle = C.ClipBundle(tiny.model, tiny.preprocess, spy, "tiny-test", None)
+    calls = {"n": 0}
+    original = tiny.model.encode_text
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return original(*a, **k)
+
+    tiny.model.encode_text = counting
+    try:
+        zs = C.ZeroshotCLIP(bundle, ["cat", "dog", "fire_truck"], ["This is a photo of a {}"])
+        assert len(spy.calls) == 1 and calls["n"] == 1
+        x = torch.randn(5, 3, 64, 64)
+        with torch.inference_mode():
+            logits = zs.model_inference(x)
+            logits_again = zs(x)
+        assert len(spy.calls) == 1 and calls["n"] == 1  # nothing recomputed per batch
+    finally:
+        del tiny.model.encode_text
+    assert logits.shape == (5, 3) and torch.equal(logits, logits_again)
+    assert zs.prompts == ["This is a photo of a cat", "This is a photo of a dog", "This is a photo of a fire truck"]
+    assert torch.allclose(zs.logit_scale, tiny.model.logit_scale.exp())
+    with torch.no_grad():
+        f = tiny.model.encode_image(x)
+        t = tiny.model.encode_text(tiny.tokenizer(zs.prompts))
+    hand = tiny.model.logit_scale.exp() * F.cosine_similarity(f[:, None, :], t[None, :, :], dim=-1)
+    assert torch.allclose(logits, hand, atol=1e-4)
+
+
+# -- dataset wrapper ---------------------------------------------------------------------------------------------------
+def test_load_clip_dataset_with_and_without_noise(tiny, tmp_path):
+    from dl1.data.fake import write_cifar
+
+    write_cifar(tmp_path, "cifar10", n_train=10, n_test=6)
+    clean = C.load_clip_dataset("cifar10", "test", tiny.preprocess, tmp_path)
+    noisy = C.load_clip_dataset("cifar10", "test", tiny.preprocess, tmp_path, test_noise=True)
+    assert len(clean) == 6 and clean.classes[0] == "airplane"
+    (x, y), (xn, yn) = clean[0], noisy[0]
+    assert x.shape == (3, 64, 64) and y == yn
+    diff = xn - x
+    assert 0.07 < diff.std().item() < 0.13 and abs(diff.mean().item()) < 0.02  # N(0, 0.1) after normalisation
