@@ -1,0 +1,96 @@
+"""Smoke runs of mlp-numpy and mlp-pytorch (synthetic data, fake CIFAR-10 files) and their figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dl1.errors import DL1Error, UsageError
+from dl1.experiments import execute, load
+from dl1.runtime import read_jsonl
+
+
+def check_run(summary: dict, epochs: int, n_classes: int = 10) -> Path:
+    run_dir = Path(summary["run_dir"])
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    for split in ("train", "val"):
+        assert [r["epoch"] for r in records if r["split"] == split] == list(range(1, epochs + 1))
+    test_rows = [r for r in records if r["split"] == "test"]
+    assert len(test_rows) == 1 and test_rows[0]["acc"] == pytest.approx(summary["test_accuracy"])
+    # the best-validation model is the one tested
+    assert summary["val_accuracies"][summary["best_epoch"] - 1] == max(summary["val_accuracies"])
+    test = summary["test"]
+    cm = np.array(test["confusion_matrix"])
+    assert cm.shape == (n_classes, n_classes) and len(test["classes"]) == n_classes
+    assert np.trace(cm) / cm.sum() == pytest.approx(summary["test_accuracy"])
+    assert set(test["f_beta"]) == {"0.1", "1", "10"} and len(test["precision"]) == n_classes
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["test_accuracy"] == summary["test_accuracy"]
+    for name in ("curves.png", "confusion_matrix.png", "f_beta.png"):
+        assert (run_dir / "figures" / name).stat().st_size > 5000
+    return run_dir
+
+
+@pytest.mark.parametrize("name", ["mlp-numpy", "mlp-pytorch"])
+def test_smoke_run_on_synthetic_data(name, tmp_path):
+    summary = execute(name, [], smoke=True, out_dir=tmp_path, quiet=True)
+    run_dir = check_run(summary, epochs=2)
+    assert summary["synthetic"] is True and summary["dataset"] == "synthetic"
+    assert summary["test_accuracy"] > 0.5  # the synthetic clusters are learnable
+    # figures are a function of the run folder alone
+    for f in (run_dir / "figures").iterdir():
+        f.unlink()
+    paths = load(name).make_figures(run_dir)
+    assert sorted(p.name for p in paths) == ["confusion_matrix.png", "curves.png", "f_beta.png"]
+
+
+def test_numpy_best_checkpoint_reproduces_test_accuracy(tmp_path):
+    from dl1.experiments.mlp_numpy import evaluate, load_flat
+    from dl1.numpy_nn import MLP
+
+    summary = execute("mlp-numpy", ["--epochs", "3", "--hidden_dims", "16", "8"], smoke=True, out_dir=tmp_path,
+                      quiet=True)
+    state = np.load(Path(summary["run_dir"]) / "checkpoints" / "best.npz")
+    assert int(state["epoch"]) == summary["best_epoch"]
+    data = load_flat("synthetic", None, 42, 64)
+    model = MLP(data.n_inputs, [16, 8], data.n_classes)
+    model.load_state_dict({k: state[k] for k in state.files if k != "epoch"})
+    assert evaluate(model, data.x_test, data.y_test)[0]["acc"] == pytest.approx(summary["test_accuracy"])
+
+
+def test_pytorch_batch_norm_smoke(tmp_path):
+    summary = execute("mlp-pytorch", ["--use_batch_norm", "--hidden_dims", "16", "8"], smoke=True, out_dir=tmp_path,
+                      quiet=True)
+    check_run(summary, epochs=2)
+    assert (Path(summary["run_dir"]) / "checkpoints" / "best.pt").exists()
+    assert json.loads((Path(summary["run_dir"]) / "config.json").read_text())["use_batch_norm"] is True
+
+
+@pytest.mark.parametrize("name", ["mlp-numpy", "mlp-pytorch"])
+def test_cifar10_files_through_the_real_loader(name, tmp_path):
+    from dl1.data.fake import write_cifar
+
+    write_cifar(tmp_path / "data", "cifar10", n_train=5300, n_test=40)
+    summary = execute(name, ["--dataset", "cifar10", "--data_dir", str(tmp_path / "data"), "--epochs", "1",
+                             "--hidden_dims", "8", "--batch_size", "100"], out_dir=tmp_path / "runs", quiet=True)
+    check_run(summary, epochs=1)
+    assert summary["dataset"] == "cifar10" and summary["synthetic"] is False
+    assert summary["test"]["classes"][0] == "airplane"
+    assert len(read_jsonl(Path(summary["run_dir"]) / "metrics.jsonl")) == 3
+
+
+def test_user_errors(tmp_path):
+    with pytest.raises(DL1Error, match="cifar10"):  # offline and absent: one clear line
+        execute("mlp-numpy", ["--dataset", "cifar10", "--data_dir", str(tmp_path / "empty")], out_dir=tmp_path,
+                quiet=True)
+    with pytest.raises(UsageError, match="batch_size"):
+        execute("mlp-numpy", ["--batch_size", "100000"], smoke=True, out_dir=tmp_path, quiet=True)
+    with pytest.raises(UsageError, match="hidden_dims"):
+        execute("mlp-pytorch", ["--hiden_dims", "5"], smoke=True, out_dir=tmp_path, quiet=True)
+    with pytest.raises(UsageError):
+        execute("mlp-numpy", ["--lr", "0"], smoke=True, out_dir=tmp_path, quiet=True)
+    with pytest.raises(UsageError):
+        execute("mlp-numpy", ["--dataset", "imagenet"], smoke=True, out_dir=tmp_path, quiet=True)
