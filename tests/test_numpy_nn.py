@@ -9,8 +9,18 @@ import sys
 import numpy as np
 import pytest
 
-from dl1.numpy_nn import (MLP, SGD, CrossEntropyModule, ELUModule, LinearModule, ReLUModule, SoftMaxModule,
-                          eval_numerical_gradient, eval_numerical_gradient_array, rel_error)
+from dl1.numpy_nn import (
+    MLP,
+    SGD,
+    CrossEntropyModule,
+    ELUModule,
+    LinearModule,
+    ReLUModule,
+    SoftMaxModule,
+    eval_numerical_gradient,
+    eval_numerical_gradient_array,
+    rel_error,
+)
 
 F64 = np.float64
 # (samples, features, classes) incl. batch size 1 and a single class
@@ -78,7 +88,7 @@ def test_course_sizes_random_trials():
         layer = LinearModule(D, C, dtype=F64, rng=rng)
         layer.forward(x)
         layer.backward(dout)
-        dw = eval_numerical_gradient_array(lambda _: layer.forward(x), layer.params["weight"], dout)
+        dw = eval_numerical_gradient_array(lambda _, lay=layer, xx=x: lay.forward(xx), layer.params["weight"], dout)
         assert rel_error(layer.grads["weight"], dw) < 1e-5
         elu, dy = ELUModule(), rng.standard_normal((N, D))
         elu.forward(x)
@@ -183,8 +193,9 @@ def test_float32_end_to_end():
     opt = SGD(model.parameters(), lr=0.1)
     opt.step()
     assert probs.dtype == loss.dtype == dout.dtype == np.float32
+    out = x
     for module in model.modules:
-        out = module.forward(x if module is model.modules[0] else out)
+        out = module.forward(out)
         assert out.dtype == np.float32, module
     for p, g in model.parameters():
         assert p.dtype == g.dtype == np.float32 and p.flags.c_contiguous
