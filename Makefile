@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,hf]'
 	touch $(STAMP)
 
+SHARED_TEXT ?= ../shared/data/text/tiny_shakespeare.txt
+
 data:
+	@if [ -f $(SHARED_TEXT) ] && [ ! -f data/tiny_shakespeare.txt ]; then mkdir -p data && cp $(SHARED_TEXT) data/tiny_shakespeare.txt; fi
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -f data/FashionMNIST/raw/train-images-idx3-ubyte ]; then \
 	  echo "Fashion-MNIST: present"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \

@@ -1,0 +1,292 @@
+"""``dl1 tour [--budget quick|default|full]``: every part of the course that can run here, on real offline data, in
+one report (``runs/tour/<timestamp>/report.html`` + ``report.md`` + PNGs).
+
+Parts that need pretrained weights or CIFAR (ResNet transfer, CLIP zero-shot and prompting) run when those are present
+and are otherwise listed as skipped with the one command that enables them; they are never faked with random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dl1 import experiments
+from dl1.errors import DL1Error, UsageError
+from dl1.report.runs import flatten
+
+BUDGETS = ("quick", "default", "full")
+
+
+@dataclass
+class Metric:
+    label: str
+    key: str                  # dotted key in summary.json
+    reference: str = ""       # the course's / public number, with its source
+    fmt: str = "{:.4g}"
+
+
+@dataclass
+class Part:
+    key: str
+    title: str
+    experiment: str
+    argv: dict[str, list[str]]          # per budget
+    metrics: list[Metric]
+    needs: str = ""                     # "" | "fashion-mnist" | "text" | "cifar100+resnet18" | "cifar+clip"
+    enable: str = ""                    # the command that makes a skipped part runnable
+    figures: list[str] = field(default_factory=list)  # figure names to show first (others follow)
+
+
+def _parts(txt_file: str, clip_weights: str | None, resnet_weights: str | None) -> list[Part]:
+    fm = ["--dataset", "fashion-mnist"]
+    clip = ["--clip_weights", clip_weights] if clip_weights else []
+    resnet = ["--weights", resnet_weights] if resnet_weights else []
+    return [
+        Part("mlp-numpy", "NumPy MLP (from scratch), Fashion-MNIST", "mlp-numpy",
+             {"quick": [*fm, "--epochs", "2"], "default": [*fm, "--epochs", "5"], "full": [*fm]},
+             [Metric("test accuracy", "test_accuracy", "≈ 87.5 % after 10 epochs (measured, plain NumPy loop)",
+                     "{:.2%}")], needs="fashion-mnist"),
+        Part("mlp-pytorch", "PyTorch MLP with batch norm, Fashion-MNIST", "mlp-pytorch",
+             {"quick": [*fm, "--epochs", "2", "--use_batch_norm"], "default": [*fm, "--epochs", "5",
+                                                                                "--use_batch_norm"],
+              "full": [*fm, "--use_batch_norm"]},
+             [Metric("test accuracy", "test_accuracy", "≈ 87.5 % (1×128, 10 epochs, no BN)", "{:.2%}")],
+             needs="fashion-mnist"),
+        Part("vae", "VAE on 4-bit Fashion-MNIST", "vae",
+             {"quick": [*fm, "--epochs", "1", "--sample_every", "1"],
+              "default": [*fm, "--epochs", "3", "--sample_every", "1"], "full": [*fm, "--epochs", "80"]},
+             [Metric("test bits/dim", "test_bpd", "2.45 bpd per-pixel categorical baseline; goal ≤ 1.6 after 80 "
+                     "epochs (MNIST: ≈ 0.52, course)")], needs="fashion-mnist"),
+        Part("aae", "Adversarial autoencoder, Fashion-MNIST", "aae",
+             {"quick": [*fm, "--epochs", "1", "--save_every", "1"],
+              "default": [*fm, "--epochs", "2", "--save_every", "1"], "full": [*fm, "--epochs", "100"]},
+             [Metric("test reconstruction MSE", "test.recon_loss", "MNIST, λ = 0.995: < 0.05 (course)"),
+              Metric("discriminator accuracy", "test.disc_accuracy", "≈ 0.5 when codes match the prior")],
+             needs="fashion-mnist"),
+        Part("gpt", "Character GPT on tiny Shakespeare", "gpt",
+             {"quick": ["--txt_file", txt_file, "--preset", "nanogpt-cpu", "--max_iters", "100",
+                        "--eval_interval", "50"],
+              "default": ["--txt_file", txt_file, "--preset", "nanogpt-cpu", "--max_iters", "600",
+                          "--eval_interval", "200"],
+              "full": ["--txt_file", txt_file, "--preset", "nanogpt-cpu"]},
+             [Metric("best validation loss", "best.val_loss", "1.88–1.90 after 2000 iterations (nanoGPT CPU recipe)"),
+              Metric("training tokens/s", "speed.train_tokens_per_s", "≈ 8,000 at 1 thread (nanoGPT, same machine)",
+                     "{:,.0f}")],
+             needs="text", enable="dl1 tour --txt_file FILE (any text; tiny Shakespeare for the reference)"),
+        Part("gnn", "Graph neural networks: the course's questions, checked", "gnn",
+             {"quick": [], "default": [], "full": []},
+             [Metric("walk counts Aⁿ = enumeration", "q3_1.all_walk_counts_agree", "true (theory)", "{}")]),
+        Part("cnn-compare", "CNN model comparison (CPU timing, random weights)", "cnn-compare",
+             {"quick": ["--models", "resnet18", "mobilenet_v3_small", "--repeats", "5", "--device", "cpu"],
+              "default": ["--models", "resnet18", "mobilenet_v3_small", "densenet121", "vgg11", "vit_b_32",
+                          "--repeats", "10", "--device", "cpu"],
+              "full": ["--device", "cpu"]},
+             [Metric("ResNet-18 ms/image (no_grad, batch 8)", "table.resnet18.ms_per_image_no_grad",
+                     "8.4 ms per batch of 8 on a GPU (reference solution)")]),
+        Part("resnet-transfer", "ResNet-18 linear probe on CIFAR-100", "resnet-transfer",
+             {"quick": [*resnet, "--epochs", "1"], "default": [*resnet, "--epochs", "3"], "full": [*resnet]},
+             [Metric("test accuracy", "test_accuracy", "≈ 58 % (course; reference solution 58.49)", "{:.2%}")],
+             needs="cifar100+resnet18",
+             enable="dl1 run resnet-transfer --data_dir DIR_WITH_cifar-100-python --weights resnet18-f37072fd.pth"),
+        Part("clip-zeroshot", "CLIP ViT-B/32 zero-shot on CIFAR-10", "clip-zeroshot",
+             {"quick": [*clip, "--dataset", "cifar10", "--split", "test"],
+              "default": [*clip, "--dataset", "cifar10", "--split", "test"],
+              "full": [*clip, "--dataset", "cifar10", "--split", "test"]},
+             [Metric("top-1", "top1", "88.92 % (reference solution, test)")], needs="cifar10+clip",
+             enable="dl1 tour --clip_weights ViT-B-32.pt --data_dir DIR_WITH_cifar-10-batches-py"),
+        Part("clip-prompt", "CLIP visual prompt (padding 30) on CIFAR-10", "clip-prompt",
+             {"quick": [*clip, "--dataset", "cifar10", "--epochs", "1", "--max_batches", "20"],
+              "default": [*clip, "--dataset", "cifar10", "--epochs", "1"],
+              "full": [*clip, "--dataset", "cifar10", "--epochs", "40", "--patience", "5"]},
+             [Metric("test top-1", "results.test_acc", "93.02 % after 40 epochs (reference solution)")],
+             needs="cifar10+clip",
+             enable="dl1 tour --clip_weights ViT-B-32.pt --data_dir DIR_WITH_cifar-10-batches-py"),
+    ]
+
+
+def _missing(part: Part, data_dir: str | None, txt_file: str, clip_weights: str | None,
+             resnet_weights: str | None) -> str | None:
+    """Why ``part`` cannot run here (None if it can); checks files only, never downloads."""
+    from dl1.data import vision
+
+    needs = part.needs
+    try:
+        if "fashion-mnist" in needs:
+            vision.prepare("fashion-mnist", data_dir, download=False)
+        if "cifar100" in needs:
+            vision.prepare("cifar100", data_dir, download=False)
+        if "cifar10+" in needs:
+            vision.prepare("cifar10", data_dir, download=False)
+    except DL1Error as exc:
+        return str(exc)
+    if needs == "text":
+        from dl1.data.text import resolve_text_file
+
+        try:
+            resolve_text_file(txt_file, data_dir, download=False)
+        except DL1Error as exc:
+            return str(exc)
+    if "clip" in needs and not (clip_weights and Path(clip_weights).exists()) and not _clip_cached():
+        return "CLIP ViT-B/32 OpenAI weights not found (pass --clip_weights FILE or let open_clip download them once)"
+    if "resnet18" in needs and not (resnet_weights and Path(resnet_weights).exists()) and not _resnet_cached():
+        return "ImageNet ResNet-18 weights not found (pass --weights FILE or let torchvision download them once)"
+    return None
+
+
+def _clip_cached() -> bool:
+    roots = [Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")), Path.home() / ".cache" / "clip"]
+    return any(any(r.rglob("*ViT-B-32*")) or any(r.rglob("open_clip_pytorch_model.bin")) for r in roots if r.exists())
+
+
+def _resnet_cached() -> bool:
+    home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    return any((home / "hub" / "checkpoints").glob("resnet18-*.pth")) if home.exists() else False
+
+
+def _value(summary: dict[str, Any], metric: Metric) -> str:
+    flat = flatten(summary)
+    value = flat.get(metric.key)
+    if value is None:
+        return "—"
+    try:
+        return metric.fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _command(part: Part, budget: str, data_dir: str | None) -> str:
+    args = part.argv[budget] + (["--data_dir", data_dir] if data_dir and part.needs else [])
+    return " ".join(["dl1", "run", part.experiment, *args])
+
+
+def run_part(part: Part, budget: str, tour_dir: Path, data_dir: str | None) -> dict[str, Any]:
+    """Run one part in-process; failures are recorded, not raised, so the tour always finishes."""
+    argv = part.argv[budget] + (["--data_dir", data_dir] if data_dir and part.needs else [])
+    t0 = time.time()
+    try:
+        summary = experiments.execute(part.experiment, argv, out_dir=tour_dir / "runs", quiet=True)
+        status = "ok"
+        error = ""
+    except DL1Error as exc:
+        summary, status, error = {}, "failed", str(exc)
+    except Exception as exc:  # a bug in one part must not hide the others
+        summary, status = {}, "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    return {"status": status, "summary": summary, "error": error, "seconds": round(time.time() - t0, 1)}
+
+
+def _collect_figures(result: dict[str, Any], part: Part, tour_dir: Path) -> list[str]:
+    run_dir = Path(result["summary"].get("run_dir", "")) if result.get("summary") else None
+    if not run_dir or not (run_dir / "figures").is_dir():
+        return []
+    out = []
+    for png in sorted((run_dir / "figures").glob("*.png")):
+        if png.name == "curves.png" and len(list((run_dir / "figures").glob("*.png"))) > 1:
+            continue
+        target = tour_dir / "figures" / f"{part.key}_{png.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, target)
+        out.append(f"figures/{target.name}")
+    return out
+
+
+def write_reports(tour_dir: Path, rows: list[dict[str, Any]], budget: str) -> tuple[Path, Path]:
+    """``report.md`` and a self-contained ``report.html`` (images next to it) of the whole tour."""
+    md = [f"# dl1 tour ({budget} budget, {datetime.now():%Y-%m-%d %H:%M})", "",
+          "| part | status | metric | ours | reference | time | command |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for i, (label, ours, ref) in enumerate(r["numbers"] or [("", "", "")]):
+            first = i == 0
+            md.append(f"| {r['title'] if first else ''} | {r['status'] if first else ''} | {label} | {ours} | {ref} | "
+                      f"{(str(r['seconds']) + ' s') if first and r['seconds'] else ''} | "
+                      f"{('`' + r['command'] + '`') if first else ''} |")
+    for r in rows:
+        md += ["", f"## {r['title']}", "", f"Status: **{r['status']}**" + (f" — {r['note']}" if r["note"] else ""),
+               "", f"Reproduce: `{r['command']}`", ""]
+        md += [f"![{Path(f).stem}]({f})" for f in r["figures"]]
+    (tour_dir / "report.md").write_text("\n".join(md) + "\n")
+    esc = html.escape
+    body = [f"<h1>dl1 tour <small>({esc(budget)} budget, {datetime.now():%Y-%m-%d %H:%M})</small></h1>",
+            "<table><tr><th>part</th><th>status</th><th>metric</th><th>ours</th><th>reference</th><th>time</th></tr>"]
+    for r in rows:
+        for i, (label, ours, ref) in enumerate(r["numbers"] or [("", "", "")]):
+            body.append(f"<tr class='{esc(r['status'])}'><td>{esc(r['title']) if i == 0 else ''}</td>"
+                        f"<td>{esc(r['status']) if i == 0 else ''}</td><td>{esc(label)}</td><td><b>{esc(ours)}</b></td>"
+                        f"<td>{esc(ref)}</td><td>{(str(r['seconds']) + ' s') if i == 0 and r['seconds'] else ''}</td>"
+                        "</tr>")
+    body.append("</table>")
+    for r in rows:
+        body += [f"<h2>{esc(r['title'])}</h2>", f"<p>Status: <b>{esc(r['status'])}</b> {esc(r['note'])}</p>",
+                 f"<p>Reproduce: <code>{esc(r['command'])}</code></p>"]
+        body += [f"<figure><img src='{esc(f)}' alt='{esc(Path(f).stem)}'><figcaption>{esc(Path(f).stem)}"
+                 "</figcaption></figure>" for f in r["figures"]]
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>dl1 tour</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+            "tr.skipped{color:#888}tr.failed{color:#b00}img{max-width:100%;border:1px solid #eee}"
+            "figure{margin:1em 0}code{background:#f4f4f4;padding:2px 4px}</style></head><body>"
+            + "\n".join(body)
+            + "<script>window.addEventListener('load',()=>{const im=[...document.images];"
+              "const ok=im.filter(i=>i.complete&&i.naturalWidth>0).length;"
+              "document.body.dataset.imagesLoaded=ok+'/'+im.length;});</script></body></html>")
+    (tour_dir / "report.html").write_text(page)
+    return tour_dir / "report.md", tour_dir / "report.html"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"dl1 tour: {message}")
+
+
+def main(argv: list[str]) -> int:
+    parser = _Parser(prog="dl1 tour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", choices=BUDGETS, default="default",
+                        help="quick (~3 min), default (~10 min) or full (the course's settings; hours on a CPU)")
+    parser.add_argument("--parts", nargs="+", default=None, help="only these parts (default: all)")
+    parser.add_argument("--data_dir", default=None, help="dataset folder (default: $DL1_DATA or ./data)")
+    parser.add_argument("--txt_file", default="shakespeare", help="text for the GPT part (default: tiny Shakespeare)")
+    parser.add_argument("--clip_weights", default=None, help="local CLIP ViT-B/32 checkpoint (enables the CLIP parts)")
+    parser.add_argument("--weights", default=None, help="local ResNet-18 ImageNet weights (enables resnet-transfer)")
+    parser.add_argument("--out_dir", type=Path, default=Path("runs") / "tour", help="root of tour folders")
+    args = parser.parse_args(argv)
+    parts = _parts(args.txt_file, args.clip_weights, args.weights)
+    if args.parts:
+        unknown = set(args.parts) - {p.key for p in parts}
+        if unknown:
+            raise UsageError(f"dl1 tour: unknown part(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(p.key for p in parts)}")
+        parts = [p for p in parts if p.key in args.parts]
+    tour_dir = args.out_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
+    tour_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, part in enumerate(parts, 1):
+        command = _command(part, args.budget, args.data_dir)
+        missing = _missing(part, args.data_dir, args.txt_file, args.clip_weights, args.weights)
+        print(f"\n=== [{i}/{len(parts)}] {part.title}", flush=True)
+        if missing:
+            print(f"    skipped: {missing}\n    enable with: {part.enable or command}", flush=True)
+            rows.append({"title": part.title, "status": "skipped", "note": f"{missing}. Enable with: "
+                         f"{part.enable or command}", "command": command, "seconds": 0, "figures": [],
+                         "numbers": [(m.label, "—", m.reference) for m in part.metrics]})
+            continue
+        result = run_part(part, args.budget, tour_dir, args.data_dir)
+        print(f"    {result['status']} in {result['seconds']} s {result['error']}", flush=True)
+        rows.append({"title": part.title, "status": result["status"], "note": result["error"], "command": command,
+                     "seconds": result["seconds"], "figures": _collect_figures(result, part, tour_dir),
+                     "numbers": [(m.label, _value(result["summary"], m), m.reference) for m in part.metrics]})
+        write_reports(tour_dir, rows, args.budget)  # keep a readable report after every part
+    md, page = write_reports(tour_dir, rows, args.budget)
+    print(f"\nreport: {page}\n        {md}")
+    failed = [r["title"] for r in rows if r["status"] == "failed"]
+    if failed:
+        raise DL1Error(f"{len(failed)} part(s) failed: {', '.join(failed)} (see {md})")
+    return 0
