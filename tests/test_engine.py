@@ -125,3 +125,9 @@ def test_run_folder_layout(tmp_path):
         assert (run.dir / name).exists()
     assert (run.dir / "figures").is_dir() and (run.dir / "checkpoints").is_dir()
     assert summary["test"]["acc"] == 0.9 and run.metrics("train")[0]["loss"] == 0.5
+
+
+def test_tensorboard_event_files(tmp_path):
+    run = Run("exp", {}, root=tmp_path, quiet=True, tensorboard=True)
+    run.log(1, "train", {"loss": 0.5})
+    assert list((run.dir / "tensorboard").glob("events.out.tfevents.*"))

@@ -15,7 +15,7 @@ commands:
   list                      name every experiment with a one-line description
   run NAME [flags]          run an experiment (dl1 run NAME --help lists its flags and defaults)
                             common flags: --out_dir DIR (default runs), --run_dir DIR (exact folder),
-                            --smoke (seconds-long run on tiny data)
+                            --smoke (seconds-long run on tiny data), --tensorboard
   report RUN_DIR...         rebuild figures and report.md from run folders; several runs -> one comparison table
   sweep NAME --grid k=v,..  run the product of grids, skipping finished runs
   bench [NAME...]           run the benchmarks and print one table of ratios
@@ -71,6 +71,7 @@ def _cmd_run(argv: list[str]) -> int:
         return 0 if argv else 2
     name, rest = argv[0], list(argv[1:])
     smoke = _pop_flag(rest, "--smoke")
+    tensorboard = _pop_flag(rest, "--tensorboard")
     out_dir = _pop_value(rest, "--out_dir", "runs")
     run_dir = _pop_value(rest, "--run_dir", "") or None
     if "-h" in rest or "--help" in rest:
@@ -80,10 +81,11 @@ def _cmd_run(argv: list[str]) -> int:
         parser = build_parser(module.Config, f"dl1 run {name}", (module.__doc__ or "").strip())
         parser.epilog = ("common flags:\n  --out_dir DIR  root of run folders (default: runs)\n"
                          "  --run_dir DIR  exact folder of this run (default: OUT_DIR/NAME/<timestamp>)\n"
+                         "  --tensorboard  also write TensorBoard event files to RUN_DIR/tensorboard\n"
                          "  --smoke        seconds-long run on tiny/synthetic data (a check, not a result)")
         parser.print_help()
         return 0
-    experiments.execute(name, rest, smoke=smoke, out_dir=out_dir, run_dir=run_dir)
+    experiments.execute(name, rest, smoke=smoke, out_dir=out_dir, run_dir=run_dir, tensorboard=tensorboard)
     return 0
 
 

@@ -135,7 +135,7 @@ class Run:
 
     def __init__(self, experiment: str, config: dict[str, Any] | None = None, root: str | Path = "runs",
                  argv: list[str] | None = None, directory: str | Path | None = None, enabled: bool = True,
-                 quiet: bool = False):
+                 quiet: bool = False, tensorboard: bool = False):
         self.experiment = experiment
         self.enabled = enabled
         self.quiet = quiet
@@ -161,6 +161,11 @@ class Run:
             write_json(self.dir / "env.json", env_info())
             self._records = read_jsonl(self.dir / "metrics.jsonl")
         self._t0 = time.time()
+        self._tb = None
+        if tensorboard and enabled:  # optional TensorBoard event files beside metrics.jsonl
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir / "tensorboard"))
 
     # -- logging ---------------------------------------------------------------------------------------------------
     def log(self, step: int, split: str, metrics: dict[str, Any], **extra: Any) -> None:
@@ -171,6 +176,11 @@ class Run:
         if self.enabled:
             with open(self.dir / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("step", "time"):
+                    self._tb.add_scalar(f"{split}/{k}", v, record["step"])
+            self._tb.flush()
         if not self.quiet:
             shown = " ".join(f"{k}={_format_value(v)}" for k, v in record.items() if k not in ("split", "time"))
             print(f"[{self.experiment}] {split:>5} {shown}", flush=True)

@@ -63,7 +63,7 @@ def make_config(name: str, argv: list[str] | tuple[str, ...] = (), smoke: bool =
 
 def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = False,
             overrides: dict[str, Any] | None = None, out_dir: str | Path = "runs",
-            run_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+            run_dir: str | Path | None = None, quiet: bool = False, tensorboard: bool = False) -> dict[str, Any]:
     """Run an experiment end to end (what ``dl1 run`` does) and return its summary."""
     from dl1.runtime import Run
 
@@ -74,5 +74,5 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
         run_dir = resume  # continue in the interrupted run's own folder
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the run folder
     run = Run(name, config_to_dict(cfg), root=out_dir, argv=[sys.argv[0], "run", name, *argv],
-              directory=run_dir, quiet=quiet or not rank0, enabled=rank0)
+              directory=run_dir, quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard)
     return module.run(cfg, run)
