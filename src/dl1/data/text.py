@@ -27,6 +27,19 @@ from dl1.errors import DL1Error
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_NAMES = ("tiny_shakespeare.txt", "tinyshakespeare.txt", "input.txt")
 NAMED_CORPORA = {"shakespeare": (SHAKESPEARE_URL, SHAKESPEARE_NAMES)}
+SYNTHETIC = "synthetic"  # a generated text for smoke runs only (never a result)
+
+
+def synthetic_text(n_chars: int = 20_000, seed: int = 0) -> str:
+    """A deterministic made-up text (random words of a small vocabulary) for smoke runs; labelled as synthetic."""
+    rng = np.random.default_rng(seed)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "big", "red", "house", "of", "it"]
+    out, size = [], 0
+    while size < n_chars:
+        line = " ".join(rng.choice(words, size=int(rng.integers(3, 9)))).capitalize() + ".\n"
+        out.append(line)
+        size += len(line)
+    return "".join(out)[:n_chars]
 
 
 def cache_dir() -> Path:
@@ -39,6 +52,8 @@ def cache_dir() -> Path:
 def resolve_text_file(name_or_path: str, data_dir: str | Path | None = None, download: bool = True) -> Path:
     """A path to an existing text file: the path itself, or a named corpus (``shakespeare``) found or downloaded."""
     path = Path(name_or_path).expanduser()
+    if name_or_path == SYNTHETIC:
+        raise DL1Error("the synthetic corpus has no file; use load_corpus")
     if path.is_file():
         return path
     if name_or_path not in NAMED_CORPORA:
@@ -217,6 +232,14 @@ class CharCorpus:
         rest = n - full * block_size
         if rest > 0:
             yield data[None, full * block_size:n], data[None, full * block_size + 1:n + 1]
+
+
+def load_corpus(name_or_path: str, data_dir: str | Path | None = None, val_fraction: float = 0.1,
+                encoding: str = "auto", block_size: int | None = None) -> CharCorpus:
+    """A text file, a named corpus (``shakespeare``) or ``synthetic`` (smoke runs), encoded and split."""
+    if name_or_path == SYNTHETIC:
+        return CharCorpus.from_text(synthetic_text(), val_fraction, block_size, path=SYNTHETIC)
+    return CharCorpus.from_file(resolve_text_file(name_or_path, data_dir), val_fraction, encoding, block_size)
 
 
 def random_batches(corpus: CharCorpus, n_batches: int, batch_size: int, block_size: int,

@@ -50,6 +50,7 @@ class GPTConfig:
     resid_pdrop: float = 0.1
     attn_pdrop: float = 0.1
     fused_attention: bool = True  # scaled_dot_product_attention; False = the explicit masked softmax
+    activation: str = "gelu_tanh"  # GPT-2's (the course's NewGELU); "gelu" = exact erf GELU (nanoGPT's nn.GELU)
 
     def resolved(self) -> GPTConfig:
         """A copy with the preset's sizes filled in; raises ValueError on a missing or ambiguous size."""
@@ -63,6 +64,8 @@ class GPTConfig:
             cfg.n_layer, cfg.n_head, cfg.n_embd = PRESETS[self.model_type]
         if not cfg.vocab_size or not cfg.block_size:
             raise ValueError("vocab_size and block_size must be set")
+        if cfg.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {cfg.activation!r}; choose from {', '.join(ACTIVATIONS)}")
         if cfg.n_embd % cfg.n_head:
             raise ValueError(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head})")
         return cfg
@@ -81,6 +84,9 @@ class NewGELU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(x, approximate="tanh")  # the same formula as one fused kernel
+
+
+ACTIVATIONS = {"gelu_tanh": NewGELU, "gelu": nn.GELU}
 
 
 class CausalSelfAttention(nn.Module):
@@ -126,7 +132,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.act = NewGELU()
+        self.act = ACTIVATIONS[config.activation]()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
         self.dropout = nn.Dropout(config.resid_pdrop)
 
@@ -232,9 +238,8 @@ class GPT(nn.Module):
         params = dict(self.named_parameters())
         groups = [{"params": [params[n] for n in sorted(decay)], "weight_decay": train_config.weight_decay},
                   {"params": [params[n] for n in sorted(no_decay)], "weight_decay": 0.0}]
-        kwargs = {}
-        if next(self.parameters()).device.type == "cuda":
-            kwargs["fused"] = True
+        cuda = next(self.parameters()).device.type == "cuda"
+        kwargs = {"fused": True} if cuda else {"foreach": True}  # one kernel per step, not one per tensor
         return torch.optim.AdamW(groups, lr=train_config.learning_rate, betas=tuple(train_config.betas), **kwargs)
 
     # -- generation ------------------------------------------------------------------------------------------------
@@ -272,6 +277,8 @@ class GPT(nn.Module):
     def from_hf(cls, hf_model: nn.Module) -> GPT:
         """Copy a ``transformers.GPT2LMHeadModel`` into our GPT (Conv1D weights transposed)."""
         hc = hf_model.config
+        if getattr(hc, "activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise DL1Error(f"unsupported GPT-2 activation {hc.activation_function!r} (only tanh-approximate GELU)")
         config = GPTConfig(vocab_size=hc.vocab_size, block_size=hc.n_positions, n_layer=hc.n_layer, n_head=hc.n_head,
                            n_embd=hc.n_embd, embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
         model = cls(config)
