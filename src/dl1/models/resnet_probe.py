@@ -69,6 +69,17 @@ def missing_weights_message() -> str:
             f"or pass --weights PATH")
 
 
+def check_weights(weights: str | Path | None = "imagenet") -> None:
+    """Fail fast (about a second) with one line if the weights are neither on disk nor downloadable."""
+    if weights is None or str(weights) == "random":
+        return
+    if str(weights) == "imagenet":
+        if not weights_file().is_file() and not _reachable("download.pytorch.org"):
+            raise DL1Error(missing_weights_message())
+    elif not Path(weights).is_file():
+        raise DL1Error(f"--weights: file not found: {weights}")
+
+
 def load_resnet18(weights: str | Path | None = "imagenet") -> nn.Module:
     """torchvision ResNet-18: ``"imagenet"`` (cache or download), ``"random"``/``None``, or a state-dict file."""
     from torchvision.models import ResNet18_Weights, resnet18
@@ -76,8 +87,7 @@ def load_resnet18(weights: str | Path | None = "imagenet") -> nn.Module:
     if weights is None or str(weights) == "random":
         return resnet18(weights=None)
     if str(weights) == "imagenet":
-        if not weights_file().is_file() and not _reachable("download.pytorch.org"):
-            raise DL1Error(missing_weights_message())
+        check_weights(weights)
         try:
             return resnet18(weights=ResNet18_Weights[WEIGHTS_ENUM])
         except Exception as exc:  # download failed or corrupt cache file
