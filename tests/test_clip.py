@@ -242,3 +242,22 @@ def test_load_clip_dataset_with_and_without_noise(tiny, tmp_path):
     assert x.shape == (3, 64, 64) and y == yn
     diff = xn - x
     assert 0.07 < diff.std().item() < 0.13 and abs(diff.mean().item()) < 0.02  # N(0, 0.1) after normalisation
+
+
+# -- named template sets -----------------------------------------------------------------------------------------------
+def test_named_template_sets_match_open_clip():
+    import open_clip
+
+    from dl1.models.clip_templates import get_templates
+
+    t80 = get_templates("imagenet80")
+    assert len(t80) == 80 and len(set(t80)) == 80 and all(t.count("{}") == 1 for t in t80)
+    assert [t.format("dog") for t in t80] == [f("dog") for f in open_clip.OPENAI_IMAGENET_TEMPLATES]
+    assert [t.format("dog") for t in get_templates("imagenet7")] == \
+        [f("dog") for f in open_clip.SIMPLE_IMAGENET_TEMPLATES]
+    c18 = get_templates("cifar18")
+    assert len(c18) == 18 and c18[0] == "a photo of a {}." and c18[2] == "a black and white photo of a {}."
+    assert c18[8] == "a photo of a big {}." and c18[-1] == "a photo of the big {}."
+    assert get_templates("course") == ("This is a photo of a {}",)
+    with pytest.raises(DL1Error, match="unknown template set"):
+        get_templates("imagenet81")
