@@ -1,0 +1,174 @@
+"""Seconds per prompt-training step on CLIP ViT-B/32 (random weights): padding, fixed patch and deep prompt against a
+plain forward + backward of the same frozen model, so that the cost of the prompt itself is visible.
+
+    python benchmarks/prompt_step.py [--quick] [--threads 2] [--batch_size 32] [--device cpu]
+
+"ours" is one step of the real training code: ``VisualPromptCLIP`` / ``DeepPromptCLIP`` forward, cross-entropy,
+``Trainer.backward_step`` (backward, SGD lr 40 momentum 0.9 on the prompt, the warm-up + cosine scheduler step).
+"plain" is ``encode_image`` -> cosine logits -> cross-entropy -> backward to the input pixels of the same frozen model
+(the least a prompt step can cost: the gradient must cross the whole image tower), measured in the same run with the
+same thread count.  The weights are random (``dl1.models.clip.random_clip``): speed does not depend on them.
+Reported: the median of ``--repeats`` timed steps after ``--warmup`` untimed ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+QUICK = {"batch_size": 4, "repeats": 2, "warmup": 1}
+METHODS = ("padding", "fixed_patch", "deep_prompt")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmarks/prompt_step.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=f"{QUICK}: a check that it works, not a result")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="torch CPU thread counts to measure (default: torch's current count)")
+    p.add_argument("--batch_size", type=int, default=32, help="images per step")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per method (the median is reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--arch", default="ViT-B/32", help="CLIP architecture (random weights)")
+    p.add_argument("--prompt_size", type=int, default=30, help="pad width of the padding prompt")
+    p.add_argument("--patch_size", type=int, default=1, help="side of the fixed patch")
+    p.add_argument("--prompt_num", type=int, default=4, help="deep prompt tokens")
+    p.add_argument("--injection_layer", type=int, default=0, help="block before which the deep prompts enter")
+    p.add_argument("--num_classes", type=int, default=100, help="classes of the text classifier")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--out", default="runs/bench/prompt_step.json", help="JSON results file")
+    args = p.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
+    return args
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(step, args, device) -> float:
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def build(method: str, clip_model, text, args):
+    from dl1.models.prompt_clip import DeepPromptCLIP, VisualPromptCLIP
+    from dl1.models.prompters import build_prompter
+
+    if method == "deep_prompt":
+        return DeepPromptCLIP(clip_model, text, args.prompt_num, args.injection_layer)
+    size = args.prompt_size if method == "padding" else args.patch_size
+    return VisualPromptCLIP(clip_model, text, build_prompter(method, size, 224))
+
+
+def measure_ours(method: str, clip_model, text, batch, args, device) -> float:
+    """Median seconds of one real training step (forward, loss, Trainer.backward_step with SGD + schedule)."""
+    import torch
+
+    from dl1.experiments.clip_prompt import Config, make_optimizer
+    from dl1.runtime import Run
+    from dl1.train import Trainer
+
+    model = build(method, clip_model, text, args).to(device)
+    cfg = Config(epochs=1, warmup=1000)
+    optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch=10_000)
+    images, targets = batch
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run("prompt-bench", {}, directory=Path(tmp) / "run", quiet=True)
+        trainer = Trainer(run, {"prompt": model.prompt_learner}, {"prompt": optimizer}, epochs=1,
+                          schedulers={"prompt": scheduler}, device=device, amp=False)
+        model.train()
+
+        def step():
+            loss = torch.nn.functional.cross_entropy(model(images), targets)
+            trainer.backward_step(loss)
+
+        return _median_time(step, args, device)
+
+
+def measure_plain(clip_model, text, batch, args, device) -> float:
+    """Median seconds of encode_image -> cosine logits -> CE -> backward to the pixels (frozen weights)."""
+    import torch
+    import torch.nn.functional as F
+
+    images, targets = batch
+    scale = clip_model.logit_scale.detach().exp()
+    text = F.normalize(text, dim=-1)
+
+    def step():
+        x = images.detach().requires_grad_(True)
+        f = clip_model.encode_image(x)
+        logits = scale * F.normalize(f, dim=-1) @ text.t()
+        torch.nn.functional.cross_entropy(logits, targets).backward()
+
+    return _median_time(step, args, device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    import os
+
+    os.environ.setdefault("DL1_PROGRESS", "0")
+    import torch
+
+    from dl1.models.clip import random_clip
+    from dl1.runtime import choose_device, env_info
+
+    device = choose_device(args.device)
+    threads = args.threads or [torch.get_num_threads()]
+    torch.manual_seed(args.seed)
+    bundle = random_clip(args.arch, device=device)
+    g = torch.Generator().manual_seed(args.seed)
+    text = torch.randn(args.num_classes, bundle.embed_dim, generator=g).to(device)
+    batch = (torch.randn(args.batch_size, 3, 224, 224, generator=g).to(device),
+             torch.randint(0, args.num_classes, (args.batch_size,), generator=g).to(device))
+    rows = []
+    for t in threads:
+        torch.set_num_threads(t)
+        plain = measure_plain(bundle.model, text, batch, args, device)
+        for method in METHODS:
+            ours = measure_ours(method, bundle.model, text, batch, args, device)
+            rows.append({"method": method, "threads": t, "batch_size": args.batch_size, "step_s": ours,
+                         "plain_s": plain, "ratio": ours / plain, "images_per_s": args.batch_size / ours})
+    report(rows, args, device)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "prompt_step", "args": vars(args), "rows": rows, "env": env_info()},
+                              indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def report(rows: list[dict], args: argparse.Namespace, device) -> None:
+    shapes = {"padding": f"pad {args.prompt_size}", "fixed_patch": f"patch {args.patch_size}",
+              "deep_prompt": f"{args.prompt_num} tokens @ block {args.injection_layer}"}
+    print(f"prompt training step, CLIP {args.arch} (random weights), batch {args.batch_size}, device {device}, "
+          f"median of {args.repeats}" + (" (--quick: not a result)" if args.quick else ""))
+    print(f"{'method':>12} {'shape':>20} {'threads':>7} {'step s':>8} {'plain s':>8} {'ours/plain':>10} {'img/s':>7}")
+    for r in rows:
+        print(f"{r['method']:>12} {shapes[r['method']]:>20} {r['threads']:>7} {r['step_s']:>8.3f} "
+              f"{r['plain_s']:>8.3f} {r['ratio']:>10.2f} {r['images_per_s']:>7.1f}")
+    print("plain = encode_image + cosine logits + CE + backward to the pixels of the same frozen model")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
