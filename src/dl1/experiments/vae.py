@@ -1,0 +1,206 @@
+"""VAE on 4-bit MNIST / Fashion-MNIST: bits per dimension, 8x8 sample grids, 2-D latent manifold (A3 part 1).
+
+Pixels are discretised to 16 levels, ``min(floor(16·x/255), 15)`` (identical to the course's ``floor(16·ToTensor(x))``
+clamped to 15); the train set is split into train/validation with a seeded permutation (54 000 / 6 000 for MNIST-sized
+data).  The training loss is the negative ELBO in bits per dimension; the best-validation-bpd checkpoint is tested.
+An independent per-pixel categorical model fit on the training set is reported beside the VAE as a baseline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dl1.config import arg, config_from_dict
+from dl1.runtime import Run, choose_device, read_jsonl, seed_everything
+
+DATASETS = ("mnist", "fashion-mnist", "synthetic")
+SAMPLES_DIR = "samples"
+
+
+@dataclass(frozen=True)
+class Config:
+    z_dim: int = arg(20, "Dimensionality of the latent space z.", min=1, max=1024)
+    num_filters: int = arg(32, "Channels c of the encoder/decoder convolutions (2c in the deeper layers).",
+                           min=1, max=512)
+    lr: float = arg(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
+    batch_size: int = arg(128, "Mini-batch size.", min=1)
+    epochs: int = arg(80, "Number of training epochs.", min=0)
+    seed: int = arg(42, "Random seed (validation split, shuffling, initialisation, sampling).")
+    dataset: str = arg("mnist", "Dataset, discretised to 4 bits ('synthetic' writes tiny fake IDX files into the run "
+                                "folder: for smoke runs only).", choices=DATASETS)
+    data_dir: str | None = arg(None, "Folder holding MNIST/ or FashionMNIST/ (default: $DL1_DATA, else ./data; "
+                                     "Debian's dataset-fashion-mnist is found automatically).")
+    val_size: int = arg(6000, "Training images held out for validation.", min=1)
+    sample_every: int = arg(5, "Save an 8x8 grid of samples every N epochs (and before training and at the end).",
+                            min=1)
+    device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+    resume: str | None = arg(None, "Run folder (or checkpoint file) to continue from; --epochs may be raised.")
+
+
+SMOKE = {"dataset": "synthetic", "epochs": 2, "num_filters": 4, "z_dim": 2, "batch_size": 16, "val_size": 16,
+         "sample_every": 1}
+
+
+# -- data --------------------------------------------------------------------------------------------------------------
+def load_4bit(cfg: Config, run: Run) -> dict[str, torch.Tensor]:
+    """``{"train", "val", "test"}`` -> uint8 tensors ``[N, 1, 28, 28]`` with values 0..15."""
+    from dl1.data.vision import load_arrays
+    from dl1.models.vae import discretize
+
+    name, data_dir = cfg.dataset, cfg.data_dir
+    if name == "synthetic":
+        from dl1.data.fake import write_idx
+
+        data_dir = run.path("synthetic_data")
+        write_idx(data_dir, "mnist", n_train=96, n_test=32, seed=cfg.seed)
+        name = "mnist"
+    arrays = load_arrays(name, data_dir, val_size=cfg.val_size, seed=cfg.seed, dtype="uint8")
+    return {split: discretize(torch.from_numpy(getattr(arrays, f"x_{split}"))).to(torch.uint8)
+            for split in ("train", "val", "test")}
+
+
+def log_baseline(data: dict[str, torch.Tensor], run: Run) -> dict[str, float]:
+    """Fit the per-pixel categorical baseline on the training set; log its val/test bpd once per run folder."""
+    from dl1.models.vae import fit_pixel_categorical, pixel_categorical_bpd
+
+    done = [r for r in run.metrics("baseline")]
+    if done:
+        return {k: done[-1][k] for k in ("val_bpd", "test_bpd")}
+    table = fit_pixel_categorical(data["train"].cpu())
+    result = {f"{s}_bpd": pixel_categorical_bpd(table, data[s].cpu()) for s in ("val", "test")}
+    run.log(0, "baseline", result, model="per-pixel categorical (Laplace, fit on train)")
+    return result
+
+
+# -- evaluation and samples -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_split(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
+    """Per-image means over a whole split of ``bpd``, ``reconstruction_loss``, ``regularization_loss``, ``ELBO``."""
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=images.device)
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].long()  # (B, 1, 28, 28)
+        rec, reg, _ = model(x)
+        totals += torch.stack([rec, reg, rec + reg]).double() * len(x)
+    rec, reg, elbo = (totals / len(images)).tolist()
+    from dl1.losses import elbo_to_bpd
+
+    return {"bpd": float(elbo_to_bpd(torch.tensor(elbo), images.shape)), "reconstruction_loss": rec,
+            "regularization_loss": reg, "ELBO": elbo}
+
+
+def save_samples(model, run: Run, epoch: int, seed: int, n: int = 64) -> Path:
+    """Draw ``n`` samples with a generator seeded by ``(seed, epoch)`` and store them as uint8 in ``samples/``."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed * 1000 + epoch)
+    model.eval()
+    images = model.sample(n, generator=generator).to(torch.uint8).cpu().numpy()  # (n, 1, 28, 28)
+    folder = run.path(SAMPLES_DIR)
+    folder.mkdir(exist_ok=True)
+    path = folder / f"epoch_{epoch:03d}.npz"
+    if run.enabled:
+        np.savez_compressed(path, images=images)
+    return path
+
+
+# -- training ----------------------------------------------------------------------------------------------------------
+def train(cfg: Config, run: Run, model, data: dict[str, torch.Tensor], device: torch.device) -> Any:
+    """Fit with the shared Trainer (Adam, bpd as the loss, best checkpoint on val/bpd); returns (trainer, result)."""
+    from dl1.data.loaders import TensorBatches
+    from dl1.train import Trainer
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+    def on_epoch_end(epoch: int, results: dict) -> None:
+        if epoch % cfg.sample_every == 0 or epoch == cfg.epochs:
+            save_samples(model, run, epoch, cfg.seed)
+
+    trainer = Trainer(run, {"vae": model}, {"adam": optimizer}, epochs=cfg.epochs, monitor="val/bpd", mode="min",
+                      device=device, desc="vae", on_epoch_end=on_epoch_end)
+
+    def batches(epoch: int) -> TensorBatches:
+        return TensorBatches(data["train"], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
+
+    def train_step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        model.train()
+        x = batch[0].long()  # (B, 1, 28, 28) values 0..15
+        rec, reg, bpd = model(x)
+        trainer.backward_step(bpd)
+        return {"bpd": bpd.detach(), "reconstruction_loss": rec.detach(), "regularization_loss": reg.detach(),
+                "ELBO": (rec + reg).detach()}
+
+    def evaluate(epoch: int) -> dict[str, dict[str, float]]:
+        return {"val": evaluate_split(model, data["val"])}
+
+    result = trainer.fit(batches, train_step, evaluate, resume=cfg.resume)
+    return trainer, result
+
+
+def run(cfg: Config, run: Run) -> dict[str, Any]:
+    from dl1.models.vae import VAE
+
+    device = choose_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = {k: v.to(device) for k, v in load_4bit(cfg, run).items()}
+    baseline = log_baseline(data, run)
+    model = VAE(cfg.num_filters, cfg.z_dim, cfg.lr).to(device)
+    if not (run.path(SAMPLES_DIR) / "epoch_000.npz").exists():
+        save_samples(model, run, 0, cfg.seed)
+    trainer, result = train(cfg, run, model, data, device)
+    trainer.load_best()
+    test = evaluate_split(model, data["test"])
+    run.log(trainer.step, "test", test, epoch=result["best_epoch"])
+    figures = make_figures(run.dir, model=model) if run.enabled else []
+    return run.finish(test_bpd=test["bpd"], best_val_bpd=result["best_value"], best_epoch=result["best_epoch"],
+                      test=test, baseline_pixel_categorical=baseline, epochs_run=result["epochs_run"],
+                      steps=result["steps"], dataset=cfg.dataset, synthetic_data=cfg.dataset == "synthetic",
+                      device=str(device), sizes={k: len(v) for k, v in data.items()},
+                      figures=[str(p) for p in figures])
+
+
+# -- figures ----------------------------------------------------------------------------------------------------------
+def _best_model(run_dir: Path):
+    """The VAE of a run folder with its best (else last) checkpoint's weights, on the CPU."""
+    from dl1.models.vae import VAE
+    from dl1.train import load_checkpoint
+
+    cfg = config_from_dict(Config, json.loads((run_dir / "config.json").read_text()))
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    ckpt = ckpt if ckpt.exists() else run_dir / "checkpoints" / "last.pt"
+    model = VAE(cfg.num_filters, cfg.z_dim, cfg.lr)
+    model.load_state_dict(load_checkpoint(ckpt)["modules"]["vae"])
+    return model.eval()
+
+
+def make_figures(run_dir: str | Path, model=None) -> list[Path]:
+    """Rebuild every figure of a run folder: sample grids, learning curves, and the manifold when z_dim = 2."""
+    from torchvision.utils import save_image
+
+    from dl1.report.generative import plot_learning_curves, save_image_grid, visualize_manifold
+
+    run_dir = Path(run_dir)
+    figures = run_dir / "figures"
+    out = []
+    for npz in sorted((run_dir / SAMPLES_DIR).glob("epoch_*.npz")):
+        images = torch.from_numpy(np.load(npz)["images"])
+        epoch = int(npz.stem.split("_")[1])
+        out.append(save_image_grid(images, figures / f"vae_samples_epoch_{epoch:03d}.png", nrow=8,
+                                   value_range=(0, 15)))
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    base = [r for r in records if r.get("split") == "baseline"]
+    cfg = json.loads((run_dir / "config.json").read_text())
+    out.append(plot_learning_curves(run_dir / "metrics.jsonl", figures / "vae_learning_curve.png",
+                                    title=f"VAE, 4-bit {cfg['dataset']}, z_dim={cfg['z_dim']}",
+                                    baseline=base[-1]["test_bpd"] if base else None))
+    if cfg["z_dim"] == 2 and (run_dir / "checkpoints").is_dir():
+        model = model if model is not None else _best_model(run_dir)
+        path = figures / "vae_manifold.png"
+        save_image(visualize_manifold(model.decoder, grid_size=20), path)
+        out.append(path)
+    return out

@@ -1,0 +1,104 @@
+"""Figures of the generative models: image grids, the VAE's latent manifold, learning curves from ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dl1.runtime import read_jsonl
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8,
+                    value_range: tuple[float, float] = (0.0, 1.0), padding: int = 2) -> Path:
+    """Save ``[B, C, H, W]`` images as one PNG grid, mapping ``value_range`` linearly to black..white.
+
+    E.g. ``value_range=(0, 15)`` for 4-bit images, ``(-1, 1)`` for tanh outputs.  Returns the path.
+    """
+    from torchvision.utils import make_grid, save_image
+
+    lo, hi = value_range
+    if hi <= lo:
+        raise ValueError(f"value_range must be increasing, got {value_range}")
+    x = (images.detach().float().cpu() - lo) / (hi - lo)  # (B, C, H, W) in [0, 1]
+    grid = make_grid(x.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5)  # (3, H', W')
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, path)
+    return path
+
+
+def manifold_latents(grid_size: int = 20, device: torch.device | str | None = None) -> torch.Tensor:
+    """The ``grid_size²`` 2-D latents of the manifold, ``[grid², 2]``: ``z = Φ⁻¹((i + 0.5)/grid_size)`` per axis.
+
+    Row-major order: the image in grid row ``r``, column ``c`` (index ``r·grid + c``) decodes
+    ``z = (Φ⁻¹(p_c), Φ⁻¹(p_r))`` — z₁ grows to the right, z₂ grows downwards.
+    """
+    p = (torch.arange(grid_size, dtype=torch.float32, device=device) + 0.5) / grid_size  # (G,)
+    z = torch.special.ndtri(p)  # Gaussian percent-point function, (G,)
+    z2, z1 = torch.meshgrid(z, z, indexing="ij")  # (G, G) each: row index -> z2, column index -> z1
+    return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)  # (G², 2)
+
+
+@torch.no_grad()
+def visualize_manifold(decoder: torch.nn.Module, grid_size: int = 20) -> torch.Tensor:
+    """Decode the ``grid_size × grid_size`` percentile grid of a 2-D latent space into one image grid.
+
+    Each cell shows the decoder's **mean** image ``Σ_k p_k·k/15`` (not a sample).  Returns the ``make_grid``
+    tensor ``[3, H, W]`` with values in [0, 1]; save it with ``torchvision.utils.save_image``.
+    """
+    from torchvision.utils import make_grid
+
+    device = next(decoder.parameters()).device
+    z = manifold_latents(grid_size, device=device)  # (G², 2)
+    logits = decoder(z)  # (G², 16, 28, 28)
+    probs = F.softmax(logits, dim=1)
+    levels = torch.arange(logits.shape[1], device=device, dtype=probs.dtype).view(1, -1, 1, 1) / (logits.shape[1] - 1)
+    imgs = (probs * levels).sum(dim=1, keepdim=True)  # (G², 1, 28, 28) in [0, 1]
+    return make_grid(imgs.cpu(), nrow=grid_size, padding=2, pad_value=0.5)
+
+
+def _epoch_series(records: list[dict], split: str, key: str) -> tuple[list[float], list[float]]:
+    rows = [r for r in records if r.get("split") == split and key in r and "epoch" in r]
+    return [r["epoch"] for r in rows], [float(r[key]) for r in rows]
+
+
+def plot_learning_curves(metrics_path: str | Path, path: str | Path, title: str = "VAE",
+                         keys: Sequence[str] = ("bpd", "reconstruction_loss", "regularization_loss"),
+                         baseline: float | None = None) -> Path:
+    """Train/validation curves per epoch from ``metrics.jsonl``, one panel per key; test value and baseline marked.
+
+    The last ``test`` record (if any) is drawn as a star at the best epoch; ``baseline`` as a dotted line in the first
+    panel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_jsonl(Path(metrics_path))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for split, style in (("train", "-"), ("val", "--")):
+            xs, ys = _epoch_series(records, split, key)
+            if xs:
+                ax.plot(xs, ys, style, marker="o", markersize=2.5, label=split)
+        test = [r for r in records if r.get("split") == "test" and key in r]
+        if test:
+            ax.plot([test[-1].get("epoch", 0)], [test[-1][key]], "*", markersize=11,
+                    label=f"test (best epoch) {test[-1][key]:.3f}")
+        if baseline is not None and key == keys[0]:
+            ax.axhline(baseline, color="grey", linestyle=":", label=f"per-pixel categorical {baseline:.2f}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
