@@ -117,7 +117,8 @@ def test_modules_match_torch_autograd(N, D, C):
     np.testing.assert_allclose(layer.grads["bias"], tb.grad.numpy(), rtol=1e-12, atol=1e-12)
 
     z, dz = rng.standard_normal((N, C)) * 4, rng.standard_normal((N, C))
-    for module, fn in ((ELUModule(), torch.nn.functional.elu), (ReLUModule(), torch.relu),
+    elu = torch.nn.functional.elu
+    for module, fn in ((ELUModule(), elu), (ELUModule(0.5), lambda t: elu(t, 0.5)), (ReLUModule(), torch.relu),
                        (SoftMaxModule(), lambda t: torch.softmax(t, dim=1))):
         tz = torch.tensor(z, requires_grad=True)
         ty = fn(tz)

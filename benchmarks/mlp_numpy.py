@@ -1,0 +1,207 @@
+"""NumPy MLP training speed against the machine's matrix-product floor, and against the PyTorch MLP.
+
+    python benchmarks/mlp_numpy.py [--quick] [--threads 1 2] [--shapes cifar10 fashion-mnist] [--out FILE]
+
+For each thread count a fresh subprocess (``OMP_NUM_THREADS`` = ``OPENBLAS_NUM_THREADS`` = ``MKL_NUM_THREADS`` = n,
+``torch.set_num_threads(n)``) measures, on synthetic float32 data of the dataset's shape (CIFAR-10: 45,000 × 3072;
+Fashion-MNIST: 55,000 × 784; 10 classes; the course's MLP, 1 × 128, batch 128, full batches only):
+
+* **floor**: the float32 matrix products of one training step at the MLP's exact shapes and memory layouts
+  (forward ``X Wᵀ`` per layer, backward ``doutᵀ X`` per layer, ``dout W`` for every layer but the first), each timed
+  alone with preallocated outputs (best of several rounds), summed, times the number of batches of an epoch.  This is
+  the epoch's FLOPs over the machine's measured rate at those shapes: no implementation that does these products can
+  be faster;
+* **numpy**: one training epoch of ``dl1.numpy_nn.MLP`` through the experiment's own ``train_epoch`` (shuffle, batch
+  gather, forward, loss, backward, SGD), best of ``--repeats`` epochs after a warm-up;
+* **torch**: the same epoch with ``dl1.models.mlp.MLP`` (``TensorBatches``, ``F.cross_entropy``, ``optim.SGD``).
+
+The table shows numpy / floor (goal <= 1.5 at 1 thread) and numpy / torch (goal <= 1).  ``--quick`` uses 6,400
+samples per epoch: a check that it works, not a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = {"cifar10": (45_000, 3072), "fashion-mnist": (55_000, 784)}
+QUICK_SAMPLES = 6400
+N_CLASSES = 10
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmarks/mlp_numpy.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_SAMPLES} samples per epoch (a check, not a result)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="BLAS/torch thread counts to measure")
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES), help="data shapes")
+    p.add_argument("--hidden_dims", type=int, nargs="+", default=[128], help="hidden layer sizes")
+    p.add_argument("--batch_size", type=int, default=128, help="mini-batch size")
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs per implementation (the best is kept)")
+    p.add_argument("--no_torch", action="store_true", help="skip the PyTorch MLP")
+    p.add_argument("--out", default="runs/bench/mlp_numpy.json", help="JSON results file")
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # internal: run one thread count
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# measurements (run inside the per-thread-count worker process)
+# ---------------------------------------------------------------------------------------------------------------------
+
+def best_time(fn, inner: int, rounds: int = 7) -> float:
+    """Smallest mean time of ``fn()`` over ``rounds`` rounds of ``inner`` calls (seconds per call)."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return best
+
+
+def gemm_floor(sizes: list[int], batch: int) -> tuple[float, float, list[dict]]:
+    """(seconds, FLOPs) of one training step's matrix products at the MLP's shapes and layouts."""
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    rows, seconds, flops = [], 0.0, 0.0
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        x = rng.standard_normal((batch, fan_in), dtype=f32)                      # (B, M)
+        w = rng.standard_normal((fan_out, fan_in), dtype=f32)                    # (N, M)
+        dout = rng.standard_normal((batch, fan_out), dtype=f32)                  # (B, N)
+        y, dw, dx = np.empty((batch, fan_out), f32), np.empty_like(w), np.empty_like(x)
+        products = [("X Wt", lambda x=x, w=w, y=y: np.matmul(x, w.T, out=y)),
+                    ("doutT X", lambda x=x, dout=dout, dw=dw: np.matmul(dout.T, x, out=dw))]
+        if i > 0:
+            products.append(("dout W", lambda w=w, dout=dout, dx=dx: np.matmul(dout, w, out=dx)))
+        for name, fn in products:
+            t = best_time(fn, inner=max(3, int(2e7 / (batch * fan_in * fan_out))))
+            f = 2.0 * batch * fan_in * fan_out
+            rows.append({"layer": i, "product": name, "m_n_k": [batch, fan_out, fan_in], "seconds": t,
+                         "gflops": f / t / 1e9})
+            seconds += t
+            flops += f
+    return seconds, flops, rows
+
+
+def numpy_epoch(x: np.ndarray, y: np.ndarray, hidden: list[int], batch: int, repeats: int) -> float:
+    """Best wall time of one training epoch of the NumPy MLP (after a warm-up epoch)."""
+    from dl1.experiments.mlp_numpy import train_epoch
+    from dl1.numpy_nn import MLP, SGD
+
+    model = MLP(x.shape[1], hidden, N_CLASSES, rng=np.random.default_rng(0))
+    opt = SGD(model.parameters(), lr=0.01)
+    times = []
+    for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        train_epoch(model, opt, x, y, batch, np.random.default_rng(r))
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def torch_epoch(x: np.ndarray, y: np.ndarray, hidden: list[int], batch: int, repeats: int) -> float:
+    """Best wall time of one training epoch of the PyTorch MLP (same data, batches and SGD)."""
+    import torch
+    import torch.nn.functional as F
+
+    from dl1.data.loaders import TensorBatches
+    from dl1.models.mlp import MLP
+
+    torch.manual_seed(0)
+    model = MLP(x.shape[1], hidden, N_CLASSES)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    times = []
+    for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        for xb, yb in TensorBatches(tx, ty, batch_size=batch, shuffle=True, seed=0, epoch=r, drop_last=True):
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """All measurements at one thread count (the BLAS thread count was fixed by the environment)."""
+    threads = args.worker
+    result = {"threads": threads, "shapes": {}}
+    if not args.no_torch:
+        import torch
+
+        torch.set_num_threads(threads)
+    for name in args.shapes:
+        n, d = SHAPES[name]
+        n = QUICK_SAMPLES if args.quick else n
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, d), dtype=np.float32)                        # (N, D)
+        y = rng.integers(0, N_CLASSES, n)
+        sizes = [d, *args.hidden_dims, N_CLASSES]
+        batches = n // args.batch_size
+        step_s, step_flops, gemms = gemm_floor(sizes, args.batch_size)
+        row = {"samples": n, "inputs": d, "batches": batches, "floor_s": step_s * batches,
+               "gflops": step_flops / step_s / 1e9, "epoch_gflop": step_flops * batches / 1e9, "gemms": gemms,
+               "numpy_s": numpy_epoch(x, y, args.hidden_dims, args.batch_size, args.repeats)}
+        if not args.no_torch:
+            row["torch_s"] = torch_epoch(x, y, args.hidden_dims, args.batch_size, args.repeats)
+        result["shapes"][name] = row
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------------------------------
+
+def run_worker(args: argparse.Namespace, argv: list[str], threads: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", str(threads)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"worker with {threads} thread(s) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict]) -> str:
+    head = (f"{'shape':<14} {'threads':>7} {'samples':>8} {'GFLOP/s':>8} {'floor s':>8} {'numpy s':>8} "
+            f"{'torch s':>8} {'numpy/floor':>11} {'numpy/torch':>11}")
+    lines = [head, "-" * len(head)]
+    for res in results:
+        for name, r in res["shapes"].items():
+            torch_s = r.get("torch_s")
+            lines.append(f"{name:<14} {res['threads']:>7} {r['samples']:>8} {r['gflops']:>8.1f} {r['floor_s']:>8.3f} "
+                         f"{r['numpy_s']:>8.3f} {torch_s if torch_s else float('nan'):>8.3f} "
+                         f"{r['numpy_s'] / r['floor_s']:>11.2f} "
+                         f"{(r['numpy_s'] / torch_s) if torch_s else float('nan'):>11.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse(argv)
+    if args.worker is not None:
+        print(json.dumps(worker(args)))
+        return 0
+    results = [run_worker(args, argv, t) for t in args.threads]
+    print(f"NumPy MLP epoch vs matrix-product floor and PyTorch MLP (hidden {args.hidden_dims}, batch "
+          f"{args.batch_size}, float32, synthetic data{', QUICK' if args.quick else ''}; cpu_count {os.cpu_count()})")
+    print(table(results))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "mlp_numpy", "quick": args.quick, "hidden_dims": args.hidden_dims,
+                               "batch_size": args.batch_size, "cpu_count": os.cpu_count(), "results": results},
+                              indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
