@@ -120,7 +120,10 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str = "") ->
         axes[2].plot([r["epoch"] for r in test], [r["disc_accuracy"] for r in test], label="test codes")
     axes[2].axhline(0.5, color="grey", ls=":", lw=1)
     axes[2].set(title="discriminator accuracy", xlabel="epoch", ylim=(0, 1.02))
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     if title:
