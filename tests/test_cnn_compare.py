@@ -63,7 +63,7 @@ def test_make_figures_rebuilds_from_the_run_folder(smoke_run):
     run_dir = Path(smoke_run["run_dir"])
     for f in FIGURES:
         (run_dir / "figures" / f).unlink()
-    (run_dir / "report.md").unlink()
+    (run_dir / "table.md").unlink()
     paths = cnn_compare.make_figures(run_dir)
     assert all(p.exists() for p in paths) and len(paths) == len(FIGURES) + 1
 
@@ -109,7 +109,7 @@ def test_vit_s_8_is_skipped_with_a_note_without_timm(tmp_path, monkeypatch):
     s = execute("cnn-compare", ["--models", "mobilenet_v3_small", "vit_s_8", "--repeats", "2", "--warmup", "0"],
                 smoke=True, out_dir=tmp_path, quiet=True)
     assert list(s["table"]) == ["mobilenet_v3_small"] and "timm" in s["skipped"]["vit_s_8"]
-    assert "timm" in (Path(s["run_dir"]) / "report.md").read_text()
+    assert "timm" in (Path(s["run_dir"]) / "table.md").read_text()
 
 
 @pytest.mark.slow  # building ViT-B/32's 88 M random weights takes seconds

@@ -2,7 +2,8 @@
 
 Reads the ``model`` records of ``metrics.jsonl`` (one per model; the last one wins) and ``summary.json``/``env.json``
 for the device, and writes ``figures/cnn_top1_vs_time.png``, ``cnn_time_vs_params.png``, ``cnn_nograd_time.png``,
-``cnn_nograd_memory.png`` and ``report.md``.
+``cnn_nograd_memory.png`` and ``table.md`` (the comparison table; the run also starts its ``report.md`` with it, and
+``dl1 report`` later rewrites ``report.md`` in its generic form while ``table.md`` stays).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def _bars(ax, rows, key: str, ylabel: str, errs: dict[str, list] | None = None) 
 
 
 def make_report(run_dir: Path) -> list[Path]:
-    """Write the four figures and report.md; returns their paths."""
+    """Write the four figures and table.md; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,8 +114,8 @@ def make_report(run_dir: Path) -> list[Path]:
     ax.set_title(f"Memory, batch {ctx.get('memory_batch', 64)} — {where}\n({method})", fontsize=9)
     _save(fig, paths[3])
 
-    (run_dir / "report.md").write_text(report_markdown(rows, ctx))
-    return [*paths, run_dir / "report.md"]
+    (run_dir / "table.md").write_text(report_markdown(rows, ctx))
+    return [*paths, run_dir / "table.md"]
 
 
 def _save(fig, path: Path) -> None:
