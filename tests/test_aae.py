@@ -273,3 +273,40 @@ def test_cli_smoke_and_bad_flags(tmp_path):
     assert main(["run", "aae", "--lambda_", "1.5"]) == 2
     assert main(["run", "aae", "--lamda", "0.5"]) == 2
     assert main(["run", "aae", "--dataset", "mnist", "--data_dir", str(tmp_path / "nothing"), "--epochs", "1"]) == 1
+
+
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "aae.py"
+    spec = importlib.util.spec_from_file_location("bench_aae_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_pca_and_table_on_fake_files(tmp_path, capsys):
+    from dl1.data.fake import write_idx
+
+    bench = _bench_module()
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((3, 20)).astype(np.float32)
+    train = rng.standard_normal((200, 3)).astype(np.float32) @ basis + 0.5
+    test = rng.standard_normal((50, 3)).astype(np.float32) @ basis + 0.5
+    exact = bench.pca_mse(train, test, 3)
+    assert exact["test_mse"] < 1e-9 and exact["explained_variance"] == pytest.approx(1.0)
+    low = bench.pca_mse(train, test, 1)
+    centred = test - train.mean(0)
+    _, vecs = np.linalg.eigh(np.cov(train.T))  # oracle: top eigenvector of the covariance
+    v = vecs[:, -1:]
+    assert low["test_mse"] == pytest.approx(float(np.mean((centred - centred @ v @ v.T) ** 2)), rel=1e-4)
+
+    write_idx(tmp_path / "data", "fashion-mnist", n_train=40, n_test=16)
+    out = tmp_path / "aae.json"
+    assert bench.main(["--data_dir", str(tmp_path / "data"), "--epochs", "1", "--lambdas", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    (ae,) = res["autoencoders"]
+    assert res["n_train"] == 40 and res["n_test"] == 16 and ae["ratio"] == pytest.approx(ae["test_mse"] /
+                                                                                         res["pca"]["test_mse"])
+    assert isinstance(res["beats_pca"], bool) and "PCA, 8 components" in capsys.readouterr().out
