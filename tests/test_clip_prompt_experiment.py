@@ -170,6 +170,14 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
     assert resumed["results"]["test"]["top1"] == pytest.approx(full["results"]["test"]["top1"])
 
 
+def test_resume_with_another_prompt_is_refused(vp_run, tmp_path):
+    from dl1.errors import DL1Error
+
+    with pytest.raises(DL1Error, match="--method padding"):
+        execute("clip-prompt", ["--method", "fixed_patch", "--resume", vp_run["run_dir"] + "/checkpoints/last.pt"],
+                smoke=True, out_dir=tmp_path, quiet=True, overrides=QUIET)
+
+
 def test_cross_dataset_offsets_cifar100_labels_by_10(vp_run, tmp_path):
     from dl1.experiments.clip_cross_dataset import OffsetTargets, weighted_total
 

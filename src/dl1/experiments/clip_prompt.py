@@ -226,6 +226,8 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     device = choose_device(cfg.device)
     if cfg.evaluate:
         return evaluate_checkpoint(cfg, run, device)
+    if cfg.resume:
+        check_resume(cfg, device)
     bundle = load_bundle(cfg, device)
     data = load_splits(cfg, bundle.preprocess, run)
     model = build_model(cfg, bundle, data["classes"], device)
@@ -339,6 +341,17 @@ def load_prompt_checkpoint(path: str | Path, device: torch.device) -> tuple[dict
     return prompt, saved
 
 
+def check_resume(cfg: Config, device: torch.device) -> None:
+    """Resuming training needs the same prompt, CLIP and dataset as the checkpoint: name any difference."""
+    path = Path(cfg.resume)
+    path = path / "checkpoints" / "last.pt" if path.is_dir() else path
+    _, saved = load_prompt_checkpoint(path, device)
+    differ = [f"--{k} {saved[k]} (now {getattr(cfg, k)})" for k in (*PROMPT_FIELDS, "dataset")
+              if k in saved and saved[k] != getattr(cfg, k)]
+    if differ:
+        raise DL1Error(f"cannot resume from {path}: it was trained with {', '.join(differ)}")
+
+
 def checkpoint_config(cfg: Config, saved: dict[str, Any]) -> Config:
     """``cfg`` with the prompt's structure (type, shape, CLIP architecture) taken from the checkpoint."""
     import dataclasses
@@ -401,7 +414,7 @@ def make_figures(run_dir: Path) -> list[Path]:
         if path.exists():
             paths.append(plot_prompt(saved, path, run_dir / "figures" / name,
                                      "before training" if ckpt == "init.pt" else "after training (best epoch)"))
-    curves = plot_curves(run_dir)
+    curves = plot_curves(run_dir, saved)
     return paths + ([curves] if curves else [])
 
 
@@ -439,22 +452,25 @@ def plot_prompt(saved: dict[str, Any], ckpt: Path, out: Path, when: str) -> Path
         ax.set_ylabel("token")
         ax.set_title(f"deep prompt ({tokens.shape[0]} tokens before block {saved['injection_layer']}), {when}")
     else:
-        shape = f"{saved['method']} {saved['prompt_size']}px"
+        shape = f"{saved['method']} {saved['prompt_size']} px"
         if saved["method"] == "random_patch":
-            shape += " (shown at the top-left; its location is random)"
+            when += "\n(drawn at the top-left; placed at random at every forward pass)"
         fig, axes = plt.subplots(1, 2, figsize=(7, 3.9))
         for ax, (title, img) in zip(axes, prompt_images(saved, state), strict=True):
             ax.imshow(img.permute(1, 2, 0).numpy())
             ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        fig.suptitle(f"visual prompt, {shape}, {when}", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"visual prompt: {shape}, {when}", fontsize=10)
+    if saved.get("arch") == TINY_ARCH or saved.get("dataset") in SYNTHETIC:
+        fig.text(0.01, 0.01, "smoke run: tiny random CLIP, synthetic data", fontsize=7, color="gray")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
 
 
-def plot_curves(run_dir: Path) -> Path | None:
+def plot_curves(run_dir: Path, saved: dict[str, Any]) -> Path | None:
     """Training loss and validation top-1 per epoch, from ``metrics.jsonl``."""
     records = read_jsonl(run_dir / "metrics.jsonl")
     train = [(r["epoch"], r["loss"]) for r in records if r["split"] == "train" and "loss" in r]
@@ -468,13 +484,20 @@ def plot_curves(run_dir: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     ax.plot(*zip(*train, strict=True), marker=".", color="C0", label="train loss")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy", color="C0")
+    ax.set_ylabel("training cross-entropy", color="C0")
     if val:
         ax2 = ax.twinx()
         ax2.plot(*zip(*val, strict=True), marker="o", color="C1", label="val top-1")
         ax2.set_ylabel("validation top-1 (%)", color="C1")
-    ax.set_title("prompt learning")
+        ax2.ticklabel_format(axis="y", useOffset=False)
+    what = saved["method"] if saved["prompt_type"] == "visual_prompt" else f"deep prompt @ {saved['injection_layer']}"
+    smoke = " (smoke run)" if saved.get("arch") == TINY_ARCH or saved.get("dataset") in SYNTHETIC else ""
+    ax.set_title(f"{what}, {saved['dataset']}{smoke}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = run_dir / "figures" / "prompt_curves.png"
