@@ -261,3 +261,40 @@ def test_named_template_sets_match_open_clip():
     assert get_templates("course") == ("This is a photo of a {}",)
     with pytest.raises(DL1Error, match="unknown template set"):
         get_templates("imagenet81")
+
+
+# -- batch preprocessing -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("h, w, size, crop", [(32, 32, 224, 224), (32, 32, 64, 64), (30, 45, 64, 64),
+                                              (100, 80, 64, 60), (32, 32, 20, 20)])
+def test_batch_preprocess_is_bit_identical_to_pil(h, w, size, crop):
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms as T
+
+    pre = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(crop), T.ToTensor(),
+                     T.Normalize(C.OPENAI_MEAN, C.OPENAI_STD)])
+    batch = C.BatchPreprocess.from_preprocess(pre)
+    images = np.random.default_rng(h + w).integers(0, 256, size=(4, h, w, 3), dtype=np.uint8)
+    expected = torch.stack([pre(Image.fromarray(a)) for a in images])
+    assert torch.equal(batch(torch.from_numpy(images)), expected)
+
+
+def test_batch_preprocess_of_the_clip_bundle_and_noise(tiny):
+    import numpy as np
+    from PIL import Image
+
+    images = np.random.default_rng(1).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    expected = torch.stack([tiny.preprocess(Image.fromarray(a)) for a in images])
+    assert torch.equal(C.BatchPreprocess.from_preprocess(tiny.preprocess)(torch.from_numpy(images)), expected)
+    noisy = C.BatchPreprocess.from_preprocess(tiny.preprocess, noise_std=0.1)(torch.from_numpy(images))
+    assert 0.09 < (noisy - expected).std().item() < 0.11
+
+
+def test_batch_preprocess_refuses_other_pipelines():
+    from torchvision import transforms as T
+
+    bilinear = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize(C.OPENAI_MEAN, C.OPENAI_STD)])
+    assert C.BatchPreprocess.from_preprocess(bilinear) is None
+    flipped = T.Compose([T.Resize(64, interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(),
+                         T.ToTensor(), T.Normalize(C.OPENAI_MEAN, C.OPENAI_STD)])
+    assert C.BatchPreprocess.from_preprocess(flipped) is None

@@ -53,6 +53,17 @@ def test_top1_top5_are_sample_weighted_over_the_whole_split(tmp_path):
     assert got["top1"] == pytest.approx(top1) and got["top5"] == pytest.approx(top5)
 
 
+def test_batch_preprocessing_gives_the_same_numbers_as_pil(tmp_path):
+    argv = ["--split", "test", "--no-visualize_predictions", "--batch_size", "7"]
+    pil = execute("clip-zeroshot", [*argv, "--preprocess", "pil"], smoke=True, out_dir=tmp_path, quiet=True)
+    batch = execute("clip-zeroshot", [*argv, "--preprocess", "batch"], smoke=True, out_dir=tmp_path, quiet=True)
+    assert pil["test"]["preprocess"] == "pil" and batch["test"]["preprocess"] == "batch"
+    for key in ("top1", "top5", "n"):
+        assert pil["test"][key] == batch["test"][key]
+    per_class = [json.loads(p.read_text()) for p in sorted((tmp_path / "clip-zeroshot").glob("*/per_class.json"))]
+    assert per_class[0] == per_class[1]
+
+
 def test_custom_class_names_only_visualise(tmp_path):
     summary = execute("clip-zeroshot", ["--class_names", "red", "green", "blue", "--split", "test",
                                         "--prompt_template", "The dominant color of the image is {}"],

@@ -51,6 +51,10 @@ class Config:
                                          "an open_clip state dict/.safetensors (default: open_clip's cache or "
                                          "download of the OpenAI weights).")
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, ...")
+    preprocess: str = arg("auto", "Where CLIP preprocessing runs: pil (per image in DataLoader workers, as the "
+                                  "course), batch (whole uint8 batches on the model's device; the same numbers, "
+                                  "Pillow's bicubic reproduced exactly), auto (batch on CUDA, else pil).",
+                          choices=("auto", "pil", "batch"))
     max_batches: int = arg(0, "Stop after this many batches (0 = the whole split; anything else is marked "
                               "partial).", min=0)
     synthetic_data: bool = arg(False, "Smoke tests only: write tiny random CIFAR files (real format) into the run "
@@ -106,8 +110,34 @@ def make_loader(dataset, batch_size: int, num_workers: int | None, device):
                                        persistent_workers=False), workers
 
 
-def evaluate(model, loader, device, num_classes: int, max_batches: int = 0, desc: str = "zero-shot") -> dict:
-    """Top-1/top-5 (percent, sample-weighted) and per-class top-1 over ``loader``; images/s of the whole pass."""
+def make_batches(cfg: Config, dataset, clip, device) -> tuple[Any, Any, dict[str, Any]]:
+    """``(batches, prepare, info)``: PIL preprocessing in DataLoader workers, or raw uint8 batches that ``prepare``
+    (a :class:`~dl1.models.clip.BatchPreprocess`) turns into model input on the device."""
+    from dl1.data.loaders import TensorBatches
+    from dl1.errors import DL1Error
+    from dl1.models.clip import BatchPreprocess
+
+    prep = None if cfg.preprocess == "pil" else \
+        BatchPreprocess.from_preprocess(clip.preprocess, 0.1 if cfg.test_noise else None)
+    raw = getattr(dataset, "data", None)
+    eligible = prep is not None and isinstance(raw, np.ndarray) and raw.ndim == 4 and raw.shape[-1] == 3
+    if cfg.preprocess == "batch" and not eligible:
+        raise DL1Error("--preprocess batch needs CLIP's standard resize/crop/normalise preprocessing and an "
+                       "in-memory RGB dataset; use --preprocess pil")
+    if cfg.preprocess == "batch" or (cfg.preprocess == "auto" and eligible and device.type == "cuda"):
+        import torch
+
+        images, targets = torch.from_numpy(raw), torch.as_tensor(dataset.targets, dtype=torch.long)
+        batches = TensorBatches(images, targets, batch_size=cfg.batch_size)
+        return batches, prep.to(device), {"preprocess": "batch", "num_workers": 0}
+    loader, workers = make_loader(dataset, cfg.batch_size, cfg.num_workers, device)
+    return loader, None, {"preprocess": "pil", "num_workers": workers}
+
+
+def evaluate(model, loader, device, num_classes: int, max_batches: int = 0, desc: str = "zero-shot",
+             prepare=None) -> dict:
+    """Top-1/top-5 (percent, sample-weighted) and per-class top-1 over ``loader``; images/s of the whole pass.
+    ``prepare`` (optional) turns each batch into model input on the device (batch preprocessing)."""
     import torch
     from tqdm import tqdm
 
@@ -123,7 +153,10 @@ def evaluate(model, loader, device, num_classes: int, max_batches: int = 0, desc
                                                    disable=not show_progress())):
             if max_batches and i >= max_batches:
                 break
-            logits = model.model_inference(images.to(device, non_blocking=True))  # (B, C)
+            images = images.to(device, non_blocking=True)
+            if prepare is not None:
+                images = prepare(images)  # uint8 (B, H, W, 3) -> (B, 3, S, S)
+            logits = model.model_inference(images)  # (B, C)
             top = logits.topk(k, dim=1).indices.cpu()  # (B, k)
             hit1 = top[:, 0] == targets
             correct1 += torch.bincount(targets[hit1], minlength=num_classes)
@@ -176,10 +209,11 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
         sections["figure"] = _visualize(cfg, run, model, dataset, classnames, device)
     if cfg.class_names:
         return run.finish(**sections, note="custom --class_names have no labels: prediction figure only")
-    loader, workers = make_loader(dataset, cfg.batch_size, cfg.num_workers, device)
-    metrics = evaluate(model, loader, device, len(classnames), cfg.max_batches, desc=f"{cfg.dataset}-{cfg.split}")
+    batches, prepare, how = make_batches(cfg, dataset, clip, device)
+    metrics = evaluate(model, batches, device, len(classnames), cfg.max_batches, desc=f"{cfg.dataset}-{cfg.split}",
+                       prepare=prepare)
     per_class = metrics.pop("per_class_top1")
-    metrics.update(full_split=metrics["n"] == len(dataset), num_workers=workers, batch_size=cfg.batch_size)
+    metrics.update(full_split=metrics["n"] == len(dataset), batch_size=cfg.batch_size, **how)
     run.log(0, cfg.split, metrics)
     run.save_json("per_class.json", dict(zip(classnames, per_class, strict=True)))
     return run.finish(**sections, **{cfg.split: metrics})

@@ -408,3 +408,106 @@ def load_clip_dataset(name: str, split: str, preprocess: Callable, data_dir: str
         steps = list(getattr(preprocess, "transforms", [preprocess]))
         transform = transforms.Compose([*steps, AddGaussianNoise(0.0, noise_std)])
     return get_dataset(name, split, data_dir=data_dir, transform=transform)
+
+
+# -- preprocessing of whole batches (on the model's device) ------------------------------------------------------------
+_PIL_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (PRECISION_BITS = 32 - 8 - 2)
+
+
+def _pil_bicubic_weights(in_size: int, out_size: int) -> torch.Tensor:
+    """Pillow's bicubic resampling (a = -0.5) of one axis as an ``(out, in)`` matrix of its fixed-point integer
+    coefficients (``Resample.c``: ``precompute_coeffs`` + ``normalize_coeffs_8bpc``), stored in float64."""
+    import math
+
+    def bicubic(x: float, a: float = -0.5) -> float:
+        x = abs(x)
+        if x < 1.0:
+            return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+        if x < 2.0:
+            return (((x - 5) * x + 8) * x - 4) * a
+        return 0.0
+
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
+    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        k = [bicubic((x + xmin - center + 0.5) / filterscale) for x in range(xmax - xmin)]
+        total = sum(k)
+        for x, w in enumerate(k):
+            w = w / total if total != 0.0 else w
+            weights[xx, xmin + x] = math.floor(0.5 + w * (1 << _PIL_BITS)) if w >= 0 else \
+                math.ceil(-0.5 + w * (1 << _PIL_BITS))  # C's (int) truncates toward zero
+    return weights
+
+
+def _pil_resample(x: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
+    """One Pillow 8-bit resampling pass along ``dim`` (-1: width, -2: height): integer sums with rounding bias,
+    arithmetic shift, clip to [0, 255].  float64 holds these integers exactly (|sum| < 2^53)."""
+    w = weights.to(x.device)
+    out = x @ w.t() if dim == -1 else w @ x
+    return torch.floor((out + (1 << (_PIL_BITS - 1))) / (1 << _PIL_BITS)).clamp_(0, 255)
+
+
+class BatchPreprocess(nn.Module):
+    """CLIP's eval preprocessing (shortest-side bicubic ``Resize``, ``CenterCrop``, ``ToTensor``, ``Normalize``,
+    optional N(0, noise_std) noise) applied to a uint8 batch ``(B, H, W, 3)`` on its own device, giving the same
+    numbers as the PIL pipeline image by image (Pillow's fixed-point bicubic is reproduced exactly).
+
+    It lets a GPU run preprocess CIFAR at GPU speed instead of in PIL worker processes.
+    """
+
+    def __init__(self, size: int, crop: int, mean: Sequence[float], std: Sequence[float],
+                 noise_std: float | None = None):
+        super().__init__()
+        self.size, self.crop, self.noise_std = size, crop, noise_std
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self._weights: dict[tuple[int, int], torch.Tensor] = {}
+
+    @classmethod
+    def from_preprocess(cls, preprocess: Any, noise_std: float | None = None) -> BatchPreprocess | None:
+        """The batch twin of an open_clip eval ``Compose``; None if it is not the standard pipeline."""
+        from torchvision import transforms as T
+
+        steps = list(getattr(preprocess, "transforms", []))
+        names = [type(s).__name__ for s in steps]
+        if names != ["Resize", "CenterCrop", "MaybeConvertMode", "MaybeToTensor", "Normalize"] and \
+                names != ["Resize", "CenterCrop", "ToTensor", "Normalize"]:
+            return None
+        resize, crop, normalize = steps[0], steps[1], steps[-1]
+        size = resize.size if isinstance(resize.size, int) else (resize.size[0] if len(resize.size) == 1 else None)
+        crop_size = crop.size if isinstance(crop.size, int) else crop.size[0]
+        square_crop = isinstance(crop.size, int) or crop.size[0] == crop.size[1]
+        if size is None or resize.max_size is not None or resize.interpolation != T.InterpolationMode.BICUBIC \
+                or not square_crop or crop_size > size:
+            return None
+        return cls(size, crop_size, normalize.mean, normalize.std, noise_std)
+
+    def _matrix(self, n_in: int, n_out: int) -> torch.Tensor:
+        if (n_in, n_out) not in self._weights:
+            self._weights[(n_in, n_out)] = _pil_bicubic_weights(n_in, n_out)
+        return self._weights[(n_in, n_out)]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, 3)`` -> float32 ``(B, 3, crop, crop)``, CLIP-normalised."""
+        x = images.permute(0, 3, 1, 2).to(torch.float64)  # (B, 3, H, W)
+        h, w = x.shape[-2:]
+        short, long = min(h, w), max(h, w)
+        long_out = int(self.size * long / short)  # torchvision's rule for Resize(int)
+        out_h, out_w = (self.size, long_out) if h <= w else (long_out, self.size)
+        if (out_h, out_w) != (h, w):
+            if out_w != w:  # Pillow resamples horizontally first, rounding to 8 bits in between
+                x = _pil_resample(x, self._matrix(w, out_w), dim=-1)
+            if out_h != h:
+                x = _pil_resample(x, self._matrix(h, out_h), dim=-2)
+        top, left = int(round((out_h - self.crop) / 2.0)), int(round((out_w - self.crop) / 2.0))
+        x = x[..., top:top + self.crop, left:left + self.crop]  # (B, 3, crop, crop)
+        x = x.to(torch.float32) / 255.0  # ToTensor
+        x = (x - self.mean) / self.std  # Normalize
+        if self.noise_std:
+            x = x + torch.randn_like(x) * self.noise_std
+        return x
