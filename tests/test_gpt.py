@@ -13,6 +13,15 @@ from dl1.errors import DL1Error, UsageError
 from dl1.models.gpt import GPT, PRESETS, GPTConfig, filter_logits
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is fastest, and on a busy machine two threads make every op wait for the other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_gpt(vocab: int = 11, block: int = 8, dropout: float = 0.0, fused: bool = True) -> GPT:
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=2, n_head=2, n_embd=16, embd_pdrop=dropout,
@@ -285,7 +294,7 @@ def test_from_pretrained_folder_and_generate_cli(tmp_path, capsys):
 
 # -- end to end -------------------------------------------------------------------------------------------------------
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "8", "--block_size", "8", "--train_batch_size", "4",
-        "--eval_interval", "5", "--sample_tokens", "10", "--warmup_iters", "0"]
+        "--eval_interval", "5", "--sample_tokens", "10", "--warmup_iters", "0", "--final_sample_tokens", "20"]
 
 
 def test_smoke_run_on_a_two_character_text_then_generate(tmp_path, capsys):

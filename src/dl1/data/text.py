@@ -205,6 +205,11 @@ class CharCorpus:
                 raise DL1Error(f"the {split} split of {self.path or 'the text'} has {n} characters, fewer than "
                                f"block_size + 1 = {block_size + 1}; use a longer text or a smaller --block_size")
 
+    def to(self, device: Any) -> CharCorpus:
+        """Move both splits to ``device`` (batches are then cut on the device; the generator stays on the CPU)."""
+        self.train, self.val = self.train.to(device), self.val.to(device)
+        return self
+
     def split(self, name: str) -> torch.Tensor:
         return {"train": self.train, "val": self.val}[name]
 
@@ -214,7 +219,7 @@ class CharCorpus:
         data = self.split(split)
         start = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
         idx = start[:, None] + torch.arange(block_size + 1)  # (B, T+1)
-        window = data[idx]  # (B, T+1)
+        window = data[idx.to(data.device)]  # (B, T+1)
         return window[:, :-1], window[:, 1:]
 
     def eval_windows(self, split: str, block_size: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

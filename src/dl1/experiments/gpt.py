@@ -76,6 +76,8 @@ class Config:
                              min=1)
     eval_batch_size: int = arg(32, "Windows per forward pass during validation.", min=1)
     sample_tokens: int = arg(200, "Characters generated after every validation (0 = none).", min=0)
+    final_sample_tokens: int = arg(500, "Characters of the sample from the best model written to samples.txt and "
+                                        "the summary (0 = none).", min=0)
     generate_batch_size: int = arg(1, "Samples generated after every validation.", min=1, max=16)
     sample_prompt: str = arg("\n", "Prompt of the logged samples (characters must be in the vocabulary).")
     seed: int = arg(0, "Random seed (model init, batches, samples).")
@@ -90,7 +92,8 @@ class Config:
 
 
 SMOKE = {"txt_file": "synthetic", "model_type": None, "n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16,
-         "train_batch_size": 8, "max_iters": 20, "eval_interval": 10, "sample_tokens": 20, "warmup_iters": 2}
+         "train_batch_size": 8, "max_iters": 20, "eval_interval": 10, "sample_tokens": 20, "warmup_iters": 2,
+         "final_sample_tokens": 50}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -204,7 +207,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = choose_device(cfg.device)
-    corpus = load_corpus(cfg.txt_file, cfg.data_dir, cfg.val_fraction, cfg.encoding, cfg.block_size)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as nanoGPT
+    corpus = load_corpus(cfg.txt_file, cfg.data_dir, cfg.val_fraction, cfg.encoding, cfg.block_size).to(device)
     tok = corpus.tokenizer
     prompt = cfg.sample_prompt if not tok.unknown(cfg.sample_prompt) else tok.decode(corpus.train[:1])
     model = GPT(model_config(cfg, tok.vocab_size)).to(device)
@@ -279,9 +284,11 @@ def finish(cfg: Config, run: Run, trainer, model, corpus, fit: dict[str, Any], c
              "train_loss": split_loss(model, corpus, "train", cfg.block_size, cfg.eval_batch_size, device,
                                       max_windows=val_windows)}
     trainer.load_best()
-    samples = sample_text(model, corpus.tokenizer, prompt, max(cfg.sample_tokens, 500), 1, seed=cfg.seed)
-    if run.enabled:
-        (run.dir / "samples.txt").write_text(samples[0] + "\n")
+    samples = [""]
+    if cfg.final_sample_tokens:
+        samples = sample_text(model, corpus.tokenizer, prompt, cfg.final_sample_tokens, 1, seed=cfg.seed)
+        if run.enabled:
+            (run.dir / "samples.txt").write_text(samples[0] + "\n")
     make_figures(run.dir)
     return run.finish(
         data={"txt_file": corpus.path, "encoding": corpus.encoding, "vocab_size": corpus.tokenizer.vocab_size,
