@@ -3,6 +3,7 @@ optimiser isolation of the two update steps, figures from the run folder, and sm
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -139,12 +140,13 @@ def test_generator_step_makes_codes_look_more_real():
         opt.step()
     after = model.discriminator(model.encoder(x)).mean().item()
     assert after > before
-    # and the gradient w.r.t. the logits has the non-saturating sign and size: d/da -log s(a) = s(a) - 1 < 0
-    z = torch.zeros(3, 4, requires_grad=True)
-    _, _ = model(x[:3])
-    logits = model.discriminator(z)
-    grad = torch.autograd.grad(F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)), logits)[0]
-    assert (grad < 0).all()
+    # per code: the loss gradient points against the discriminator's gradient (moving z downhill raises D(z))
+    z = torch.randn(6, 4, requires_grad=True)
+    recon = model.decoder(z)
+    loss, _ = model.get_loss_autoencoder(recon.detach(), recon, z, lambda_=0.0)
+    g_loss = torch.autograd.grad(loss, z)[0]
+    g_d = torch.autograd.grad(model.discriminator(z).sum(), z)[0]
+    assert ((g_loss * g_d).sum(1) < 0).all()
 
 
 def test_gradients_reach_the_right_networks_only():
@@ -187,15 +189,29 @@ def test_each_update_changes_only_its_own_network(tmp_path):
     assert not {id(p) for p in optimizers["ae"].param_groups[0]["params"]} & \
         {id(p) for p in optimizers["disc"].param_groups[0]["params"]}
 
-    calls = []
-    original = trainer.backward_step
+    calls, seen = [], {}
+    original, original_disc_loss = trainer.backward_step, model.get_loss_discriminator
 
     def spy(loss, name=None, parameters=None):
         before = {n: _snapshot(getattr(model, n)) for n in ("encoder", "decoder", "discriminator")}
+        disc_before = copy.deepcopy(model.discriminator)
         original(loss, name, parameters)
         calls.append((name, {n for n in before if _changed(before[n], getattr(model, n))}))
+        if name == "disc":  # the D update used the gradient of the D loss alone (no leftover from the AE step)
+            torch.set_rng_state(seen["rng"])
+            z = seen["z"]
+            real, fake = disc_before(torch.randn_like(z)), disc_before(z)
+            ref = 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                         + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+            for g, p in zip(torch.autograd.grad(ref, list(disc_before.parameters())), model.discriminator.parameters()):
+                assert torch.allclose(p.grad, g, atol=1e-6)
+
+    def record_disc_loss(z_fake):
+        seen.update(rng=torch.get_rng_state(), z=z_fake.detach().clone())
+        return original_disc_loss(z_fake)
 
     trainer.backward_step = spy
+    model.get_loss_discriminator = record_disc_loss
     step = make_train_step(model, trainer, cfg.lambda_)
     batch = (torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8),)
     for _ in range(2):  # second batch: leftover discriminator grads of the AE step must not leak anywhere
