@@ -288,6 +288,7 @@ def test_cli_smoke_and_bad_flags(tmp_path):
     assert main(["run", "aae", "--smoke", "--out_dir", str(tmp_path)]) == 0
     assert main(["run", "aae", "--lambda_", "1.5"]) == 2
     assert main(["run", "aae", "--lamda", "0.5"]) == 2
+    assert main(["run", "aae", "--device", "gpu"]) == 2
     assert main(["run", "aae", "--dataset", "mnist", "--data_dir", str(tmp_path / "nothing"), "--epochs", "1"]) == 1
 
 

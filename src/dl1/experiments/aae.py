@@ -18,6 +18,7 @@ epochs and after the last one; ``dl1 report`` rebuilds the figures from them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from dl1.config import arg
+from dl1.errors import UsageError
 from dl1.runtime import Run
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
@@ -54,6 +56,10 @@ class Config:
                         min=8, max=1024)
     device: str = arg("auto", "Torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
     resume: str | None = arg(None, "Run folder (or checkpoint file) to continue from.")
+
+    def check(self) -> None:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise UsageError(f"--device: {self.device!r} is not one of auto, cpu, mps, cuda, cuda:N")
 
 
 SMOKE = {"dataset": "synthetic", "epochs": 2, "batch_size": 32, "num_filters": 4, "n_images": 16, "save_every": 1}
