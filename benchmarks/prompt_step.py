@@ -41,6 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--injection_layer", type=int, default=0, help="block before which the deep prompts enter")
     p.add_argument("--num_classes", type=int, default=100, help="classes of the text classifier")
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--amp", action="store_true", help="float16 autocast (+ grad scaling for ours) on CUDA")
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--out", default="runs/bench/prompt_step.json", help="JSON results file")
     args = p.parse_args(argv)
@@ -95,11 +96,12 @@ def measure_ours(method: str, clip_model, text, batch, args, device) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         run = Run("prompt-bench", {}, directory=Path(tmp) / "run", quiet=True)
         trainer = Trainer(run, {"prompt": model.prompt_learner}, {"prompt": optimizer}, epochs=1,
-                          schedulers={"prompt": scheduler}, device=device, amp=False)
+                          schedulers={"prompt": scheduler}, device=device, amp=args.amp)
         model.train()
 
         def step():
-            loss = torch.nn.functional.cross_entropy(model(images), targets)
+            with trainer.autocast():
+                loss = torch.nn.functional.cross_entropy(model(images).float(), targets)
             trainer.backward_step(loss)
 
         return _median_time(step, args, device)
@@ -116,8 +118,9 @@ def measure_plain(clip_model, text, batch, args, device) -> float:
 
     def step():
         x = images.detach().requires_grad_(True)
-        f = clip_model.encode_image(x)
-        logits = scale * F.normalize(f, dim=-1) @ text.t()
+        with torch.autocast("cuda", dtype=torch.float16, enabled=args.amp and device.type == "cuda"):
+            f = clip_model.encode_image(x)
+        logits = scale * F.normalize(f.float(), dim=-1) @ text.t()
         torch.nn.functional.cross_entropy(logits, targets).backward()
 
     return _median_time(step, args, device)
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(rows: list[dict], args: argparse.Namespace, device) -> None:
     shapes = {"padding": f"pad {args.prompt_size}", "fixed_patch": f"patch {args.patch_size}",
               "deep_prompt": f"{args.prompt_num} tokens @ block {args.injection_layer}"}
-    print(f"prompt training step, CLIP {args.arch} (random weights), batch {args.batch_size}, device {device}, "
+    amp = ", float16 autocast" if args.amp and device.type == "cuda" else ""
+    print(f"prompt training step, CLIP {args.arch} (random weights), batch {args.batch_size}, device {device}{amp}, "
           f"median of {args.repeats}" + (" (--quick: not a result)" if args.quick else ""))
     print(f"{'method':>12} {'shape':>20} {'threads':>7} {'step s':>8} {'plain s':>8} {'ours/plain':>10} {'img/s':>7}")
     for r in rows:

@@ -132,3 +132,16 @@ def test_set_text_features_swaps_the_classifier():
     with torch.no_grad():
         assert model(images(2)).shape == (2, 110)
     torch.testing.assert_close(model.text_features.norm(dim=-1), torch.ones(110))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_tower_on_cuda_trains_fp32_prompts():
+    clip = small_clip().half().cuda()
+    for model in (DeepPromptCLIP(clip, text_feats(), prompt_num=2, injection_layer=1),
+                  VisualPromptCLIP(clip, text_feats(), PadPrompter(4, IMAGE))):
+        model = model.cuda()
+        params = [p for _, p in model.trainable_parameters()]
+        assert all(p.dtype == torch.float32 and p.is_cuda for p in params)
+        loss = F.cross_entropy(model(images().cuda()), torch.tensor([0, 1, 2, 3], device="cuda"))
+        loss.backward()
+        assert torch.isfinite(loss) and all(p.grad is not None and p.grad.dtype == torch.float32 for p in params)
