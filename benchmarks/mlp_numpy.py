@@ -6,14 +6,17 @@ For each thread count a fresh subprocess (``OMP_NUM_THREADS`` = ``OPENBLAS_NUM_T
 ``torch.set_num_threads(n)``) measures, on synthetic float32 data of the dataset's shape (CIFAR-10: 45,000 × 3072;
 Fashion-MNIST: 55,000 × 784; 10 classes; the course's MLP, 1 × 128, batch 128, full batches only):
 
-* **floor**: the float32 matrix products of one training step at the MLP's exact shapes and memory layouts
-  (forward ``X Wᵀ`` per layer, backward ``doutᵀ X`` per layer, ``dout W`` for every layer but the first), each timed
-  alone with preallocated outputs (best of several rounds), summed, times the number of batches of an epoch.  This is
-  the epoch's FLOPs over the machine's measured rate at those shapes: no implementation that does these products can
-  be faster;
+* **floor**: an "epoch" that does only the float32 matrix products of the training steps, at the MLP's exact shapes
+  and memory layouts (forward ``X Wᵀ`` per layer, backward ``doutᵀ X`` per layer, ``dout W`` for every layer but the
+  first) with preallocated outputs: the epoch's FLOPs over the machine's rate at those shapes (GFLOP/s column).  No
+  implementation that does these products can be faster.  Each product's own rate (timed alone, best of several
+  rounds) is in the JSON;
 * **numpy**: one training epoch of ``dl1.numpy_nn.MLP`` through the experiment's own ``train_epoch`` (shuffle, batch
-  gather, forward, loss, backward, SGD), best of ``--repeats`` epochs after a warm-up;
+  gather, forward, loss, backward, SGD);
 * **torch**: the same epoch with ``dl1.models.mlp.MLP`` (``TensorBatches``, ``F.cross_entropy``, ``optim.SGD``).
+
+The three are interleaved epoch by epoch (after one warm-up epoch each) and the best of ``--repeats`` is kept, so a
+change of machine load hits them alike.
 
 The table shows numpy / floor (goal <= 1.5 at 1 thread) and numpy / torch (goal <= 1).  ``--quick`` uses 6,400
 samples per epoch: a check that it works, not a result.
@@ -67,47 +70,55 @@ def best_time(fn, inner: int, rounds: int = 7) -> float:
     return best
 
 
-def gemm_floor(sizes: list[int], batch: int) -> tuple[float, float, list[dict]]:
-    """(seconds, FLOPs) of one training step's matrix products at the MLP's shapes and layouts."""
+def gemm_products(sizes: list[int], batch: int) -> list[tuple[str, int, float, object]]:
+    """The matrix products of one training step at the MLP's shapes and layouts: (name, layer, FLOPs, call)."""
     rng = np.random.default_rng(0)
     f32 = np.float32
-    rows, seconds, flops = [], 0.0, 0.0
+    products = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         x = rng.standard_normal((batch, fan_in), dtype=f32)                      # (B, M)
         w = rng.standard_normal((fan_out, fan_in), dtype=f32)                    # (N, M)
         dout = rng.standard_normal((batch, fan_out), dtype=f32)                  # (B, N)
         y, dw, dx = np.empty((batch, fan_out), f32), np.empty_like(w), np.empty_like(x)
-        products = [("X Wt", lambda x=x, w=w, y=y: np.matmul(x, w.T, out=y)),
-                    ("doutT X", lambda x=x, dout=dout, dw=dw: np.matmul(dout.T, x, out=dw))]
-        if i > 0:
-            products.append(("dout W", lambda w=w, dout=dout, dx=dx: np.matmul(dout, w, out=dx)))
-        for name, fn in products:
-            t = best_time(fn, inner=max(3, int(2e7 / (batch * fan_in * fan_out))))
-            f = 2.0 * batch * fan_in * fan_out
-            rows.append({"layer": i, "product": name, "m_n_k": [batch, fan_out, fan_in], "seconds": t,
-                         "gflops": f / t / 1e9})
-            seconds += t
-            flops += f
-    return seconds, flops, rows
+        flops = 2.0 * batch * fan_in * fan_out
+        products.append(("X Wt", i, flops, lambda x=x, w=w, y=y: np.matmul(x, w.T, out=y)))
+        products.append(("doutT X", i, flops, lambda x=x, dout=dout, dw=dw: np.matmul(dout.T, x, out=dw)))
+        if i > 0:  # the input layer needs no input gradient
+            products.append(("dout W", i, flops, lambda w=w, dout=dout, dx=dx: np.matmul(dout, w, out=dx)))
+    return products
 
 
-def numpy_epoch(x: np.ndarray, y: np.ndarray, hidden: list[int], batch: int, repeats: int) -> float:
-    """Best wall time of one training epoch of the NumPy MLP (after a warm-up epoch)."""
+def product_rates(products: list) -> list[dict]:
+    """Each product timed alone (best of several rounds): the machine's float32 rate at that shape."""
+    rows = []
+    for name, layer, flops, fn in products:
+        t = best_time(fn, inner=max(3, int(2e7 / flops)))
+        rows.append({"layer": layer, "product": name, "gflop": flops / 1e9, "seconds": t, "gflops": flops / t / 1e9})
+    return rows
+
+
+def floor_epoch(products: list, batches: int) -> float:
+    """Wall time of an "epoch" that does only the step's matrix products, ``batches`` times (the floor)."""
+    calls = [fn for *_, fn in products]
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        for fn in calls:
+            fn()
+    return time.perf_counter() - t0
+
+
+def numpy_trainer(x: np.ndarray, y: np.ndarray, hidden: list[int], batch: int):
+    """A function that runs one training epoch of the NumPy MLP (the experiment's own ``train_epoch``)."""
     from dl1.experiments.mlp_numpy import train_epoch
     from dl1.numpy_nn import MLP, SGD
 
     model = MLP(x.shape[1], hidden, N_CLASSES, rng=np.random.default_rng(0))
     opt = SGD(model.parameters(), lr=0.01)
-    times = []
-    for r in range(repeats + 1):
-        t0 = time.perf_counter()
-        train_epoch(model, opt, x, y, batch, np.random.default_rng(r))
-        times.append(time.perf_counter() - t0)
-    return min(times[1:])
+    return lambda epoch: train_epoch(model, opt, x, y, batch, np.random.default_rng(epoch))
 
 
-def torch_epoch(x: np.ndarray, y: np.ndarray, hidden: list[int], batch: int, repeats: int) -> float:
-    """Best wall time of one training epoch of the PyTorch MLP (same data, batches and SGD)."""
+def torch_trainer(x: np.ndarray, y: np.ndarray, hidden: list[int], batch: int):
+    """A function that runs one training epoch of the PyTorch MLP (same data, batch size and plain SGD)."""
     import torch
     import torch.nn.functional as F
 
@@ -118,42 +129,54 @@ def torch_epoch(x: np.ndarray, y: np.ndarray, hidden: list[int], batch: int, rep
     model = MLP(x.shape[1], hidden, N_CLASSES)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    times = []
-    for r in range(repeats + 1):
-        t0 = time.perf_counter()
-        for xb, yb in TensorBatches(tx, ty, batch_size=batch, shuffle=True, seed=0, epoch=r, drop_last=True):
+
+    def epoch_fn(epoch: int) -> None:
+        for xb, yb in TensorBatches(tx, ty, batch_size=batch, shuffle=True, seed=0, epoch=epoch, drop_last=True):
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        times.append(time.perf_counter() - t0)
-    return min(times[1:])
+
+    return epoch_fn
+
+
+def timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def measure_shape(args: argparse.Namespace, name: str) -> dict:
+    """Floor, NumPy and PyTorch epochs interleaved (so load changes hit all three alike); best of the repeats."""
+    n, d = SHAPES[name]
+    n = QUICK_SAMPLES if args.quick else n
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d), dtype=np.float32)                            # (N, D)
+    y = rng.integers(0, N_CLASSES, n)
+    batches = n // args.batch_size
+    products = gemm_products([d, *args.hidden_dims, N_CLASSES], args.batch_size)
+    runners = {"floor_s": lambda e: floor_epoch(products, batches), "numpy_s": numpy_trainer(x, y, args.hidden_dims,
+                                                                                             args.batch_size)}
+    if not args.no_torch:
+        runners["torch_s"] = torch_trainer(x, y, args.hidden_dims, args.batch_size)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for epoch in range(args.repeats + 1):  # epoch 0 warms up
+        for key, fn in runners.items():
+            times[key].append(timed(fn, epoch))
+    step_flops = sum(f for _, _, f, _ in products)
+    row = {"samples": n, "inputs": d, "batches": batches, "epoch_gflop": step_flops * batches / 1e9,
+           **{k: min(v[1:]) for k, v in times.items()}, "all_times": times, "products": product_rates(products)}
+    row["gflops"] = row["epoch_gflop"] / row["floor_s"]
+    return row
 
 
 def worker(args: argparse.Namespace) -> dict:
     """All measurements at one thread count (the BLAS thread count was fixed by the environment)."""
-    threads = args.worker
-    result = {"threads": threads, "shapes": {}}
     if not args.no_torch:
         import torch
 
-        torch.set_num_threads(threads)
-    for name in args.shapes:
-        n, d = SHAPES[name]
-        n = QUICK_SAMPLES if args.quick else n
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((n, d), dtype=np.float32)                        # (N, D)
-        y = rng.integers(0, N_CLASSES, n)
-        sizes = [d, *args.hidden_dims, N_CLASSES]
-        batches = n // args.batch_size
-        step_s, step_flops, gemms = gemm_floor(sizes, args.batch_size)
-        row = {"samples": n, "inputs": d, "batches": batches, "floor_s": step_s * batches,
-               "gflops": step_flops / step_s / 1e9, "epoch_gflop": step_flops * batches / 1e9, "gemms": gemms,
-               "numpy_s": numpy_epoch(x, y, args.hidden_dims, args.batch_size, args.repeats)}
-        if not args.no_torch:
-            row["torch_s"] = torch_epoch(x, y, args.hidden_dims, args.batch_size, args.repeats)
-        result["shapes"][name] = row
-    return result
+        torch.set_num_threads(args.worker)
+    return {"threads": args.worker, "shapes": {name: measure_shape(args, name) for name in args.shapes}}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
