@@ -42,6 +42,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--runs_dir", default=None, help="where the run folders go (default: next to --out)")
     p.add_argument("--out", default="runs/bench/aae.json", help="JSON results file")
+    p.add_argument("--figures_dir", default=None, help="also copy each run's key figures here as "
+                   "aae_z{z}_lambda{l}_{curves,reconstructions,samples,latent}.png (e.g. docs/figures)")
     args = p.parse_args(argv)
     if args.quick:
         for k, v in QUICK.items():
@@ -94,6 +96,8 @@ def train_aae(args: argparse.Namespace, runs_dir: Path, z_dim: int, lambda_: flo
     s = execute("aae", argv, out_dir=runs_dir)
     wall = time.perf_counter() - t0
     h = s["history"]
+    if args.figures_dir:
+        copy_figures(Path(s["run_dir"]), Path(args.figures_dir), z_dim, lambda_)
     return {"z_dim": z_dim, "lambda_": lambda_, "test_mse": s["test"]["recon_loss"],
             "train_mse": s["train"]["recon_loss"], "disc_accuracy_final": s["train"]["disc_accuracy"],
             "disc_accuracy_test_final": s["test"]["disc_accuracy"], "disc_accuracy_by_epoch": h["disc_accuracy"],
@@ -101,6 +105,18 @@ def train_aae(args: argparse.Namespace, runs_dir: Path, z_dim: int, lambda_: flo
             "disc_loss_final": s["train"]["disc_loss"], "epochs": epochs,
             "wall_s": round(wall, 1), "s_per_epoch": wall / epochs,
             "device": s["device"], "run_dir": s["run_dir"]}
+
+
+def copy_figures(run_dir: Path, dest: Path, z_dim: int, lambda_: float) -> None:
+    """Copy the run's summary figures to ``dest`` under names that say which model they show."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    tag = f"aae_z{z_dim}_lambda{lambda_:g}".replace(".", "")
+    for kind in ("curves", "reconstructions", "samples", "latent"):
+        src = run_dir / "figures" / f"aae_{kind}.png"
+        if src.exists():
+            shutil.copyfile(src, dest / f"{tag}_{kind}.png")
 
 
 def print_table(res: dict) -> None:

@@ -321,7 +321,10 @@ def test_benchmark_pca_and_table_on_fake_files(tmp_path, capsys):
 
     write_idx(tmp_path / "data", "fashion-mnist", n_train=40, n_test=16)
     out = tmp_path / "aae.json"
-    assert bench.main(["--data_dir", str(tmp_path / "data"), "--epochs", "1", "--lambdas", "1", "--out", str(out)]) == 0
+    assert bench.main(["--data_dir", str(tmp_path / "data"), "--epochs", "1", "--lambdas", "1", "--out", str(out),
+                       "--figures_dir", str(tmp_path / "figs")]) == 0
+    assert {p.name for p in (tmp_path / "figs").iterdir()} == {f"aae_z8_lambda1_{k}.png" for k in
+                                                               ("curves", "reconstructions", "samples")}
     res = json.loads(out.read_text())
     (ae,) = res["autoencoders"]
     assert res["n_train"] == 40 and res["n_test"] == 16 and ae["ratio"] == pytest.approx(ae["test_mse"] /
