@@ -198,9 +198,11 @@ def test_save_image_grid_maps_the_value_range(tmp_path):
 
     path = save_image_grid(torch.tensor([[[[0, 15]]], [[[15, 0]]]]), tmp_path / "g.png", nrow=2, value_range=(0, 15),
                            padding=0)
-    pixels = np.asarray(Image.open(path))
-    assert pixels.shape[:2] == (1, 4)
-    assert pixels[0, :, 0].tolist() == [0, 255, 255, 0]
+    image = Image.open(path)
+    assert image.mode == "L" and image.size == (4, 1)
+    assert np.asarray(image)[0].tolist() == [0, 255, 255, 0]
+    rgb = save_image_grid(torch.rand(3, 3, 5, 5), tmp_path / "rgb.png", nrow=3, padding=1)
+    assert Image.open(rgb).mode == "RGB" and Image.open(rgb).size == (3 * 6 + 1, 7)
     with pytest.raises(ValueError):
         save_image_grid(torch.zeros(1, 1, 2, 2), tmp_path / "x.png", value_range=(1, 1))
 

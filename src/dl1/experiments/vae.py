@@ -180,9 +180,7 @@ def _best_model(run_dir: Path):
 
 def make_figures(run_dir: str | Path, model=None) -> list[Path]:
     """Rebuild every figure of a run folder: sample grids, learning curves, and the manifold when z_dim = 2."""
-    from torchvision.utils import save_image
-
-    from dl1.report.generative import plot_learning_curves, save_image_grid, visualize_manifold
+    from dl1.report.generative import plot_learning_curves, save_image_grid, save_png, visualize_manifold
 
     run_dir = Path(run_dir)
     figures = run_dir / "figures"
@@ -201,6 +199,6 @@ def make_figures(run_dir: str | Path, model=None) -> list[Path]:
     if cfg["z_dim"] == 2 and (run_dir / "checkpoints").is_dir():
         model = model if model is not None else _best_model(run_dir)
         path = figures / "vae_manifold.png"
-        save_image(visualize_manifold(model.decoder, grid_size=20), path)
+        save_png(visualize_manifold(model.decoder, grid_size=20)[:1], path)  # grey: one channel
         out.append(path)
     return out

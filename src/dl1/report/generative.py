@@ -17,16 +17,27 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8,
 
     E.g. ``value_range=(0, 15)`` for 4-bit images, ``(-1, 1)`` for tanh outputs.  Returns the path.
     """
-    from torchvision.utils import make_grid, save_image
+    from torchvision.utils import make_grid
 
     lo, hi = value_range
     if hi <= lo:
         raise ValueError(f"value_range must be increasing, got {value_range}")
     x = (images.detach().float().cpu() - lo) / (hi - lo)  # (B, C, H, W) in [0, 1]
     grid = make_grid(x.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5)  # (3, H', W')
+    return save_png(grid[:1] if x.shape[1] == 1 else grid, path)
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> Path:
+    """Save one ``[C, H, W]`` image with values in [0, 1] as PNG: grey (one channel, a third of the size) if C = 1."""
+    from PIL import Image
+
+    array = image.detach().cpu().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)  # (C, H, W)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, path)
+    if array.shape[0] == 1:
+        Image.fromarray(array[0].numpy(), mode="L").save(path)
+    else:
+        Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB").save(path)
     return path
 
 
