@@ -207,6 +207,20 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ratio_rows(results: list[dict]) -> list[dict]:
+    """Rows for ``dl1 bench``: numpy / floor and numpy / torch per shape and thread count."""
+    rows = []
+    for res in results:
+        for name, r in res["shapes"].items():
+            rows.append({"case": f"{name} epoch numpy/floor", "threads": res["threads"], "ours_s": r["numpy_s"],
+                         "floor": r["floor_s"], "ratio": r["numpy_s"] / r["floor_s"],
+                         "goal": "<= 1.5 at 1 thread"})
+            if r.get("torch_s"):
+                rows.append({"case": f"{name} epoch numpy/torch", "threads": res["threads"], "ours_s": r["numpy_s"],
+                             "baseline": r["torch_s"], "ratio": r["numpy_s"] / r["torch_s"], "goal": "<= 1"})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
@@ -220,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "mlp_numpy", "quick": args.quick, "hidden_dims": args.hidden_dims,
-                               "batch_size": args.batch_size, "cpu_count": os.cpu_count(), "results": results},
+                               "batch_size": args.batch_size, "cpu_count": os.cpu_count(), "rows": ratio_rows(results),
+                               "results": results},
                               indent=2) + "\n")
     print(f"wrote {out}")
     return 0
