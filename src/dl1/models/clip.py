@@ -262,10 +262,16 @@ def load_clip(arch: str = "ViT-B/32", pretrained: str = "openai", weights: str |
 
 def _build(arch: str, oc_name: str, quick_gelu: bool, prep: dict[str, Any]) -> ClipBundle:
     """An open_clip model of ``oc_name`` (random init, to be loaded) with its eval preprocessing and tokenizer."""
+    import logging
+
     import open_clip
 
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        oc_name, pretrained=None, force_quick_gelu=quick_gelu, **{f"image_{k}": v for k, v in prep.items()})
+    logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": the weights are loaded next
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            oc_name, pretrained=None, force_quick_gelu=quick_gelu, **{f"image_{k}": v for k, v in prep.items()})
+    finally:
+        logging.disable(logging.NOTSET)
     return ClipBundle(model, preprocess, open_clip.get_tokenizer(oc_name), arch, None, None)
 
 
