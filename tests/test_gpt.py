@@ -361,3 +361,13 @@ def test_cosine_schedule_reaches_min_lr():
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(1e-5) and lrs[99] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_iterations_from_epochs_or_max_iters():
+    from dl1.experiments import make_config
+    from dl1.experiments.gpt import DEFAULT_ITERS, total_iters
+
+    assert total_iters(make_config("gpt", []), 10_000) == DEFAULT_ITERS
+    assert total_iters(make_config("gpt", ["--max_iters", "7", "--num_epochs", "3"]), 10_000) == 7
+    # the course's epoch: (N_train - block_size) windows in batches of train_batch_size
+    assert total_iters(make_config("gpt", ["--num_epochs", "2"]), 10_128) == 2 * 10_000 // 128 + 1

@@ -89,6 +89,7 @@ class Config:
     def check(self) -> None:
         if len(self.betas) != 2:
             raise UsageError(f"--betas needs two values, got {len(self.betas)}")
+        resolve(self)  # model-size rules, before any run folder is made
 
 
 SMOKE = {"txt_file": "synthetic", "model_type": None, "n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16,
