@@ -34,7 +34,7 @@ class Config:
     batch_size: int = arg(128, "Mini-batch size (the last incomplete training batch is dropped).", min=1)
     epochs: int = arg(10, "Number of passes over the training split.", min=1)
     seed: int = arg(42, "Seed of the weights, the validation split and the shuffling.")
-    data_dir: str | None = arg(None, "Folder holding the dataset (default: $DL1_DATA, else ./data).")
+    data_dir: str | None = arg(None, "Folder holding the dataset (none: $DL1_DATA, else ./data).")
     dataset: str = arg("cifar10", "Dataset (synthetic = random clusters for smoke runs only).",
                        choices=DATASET_CHOICES)
 

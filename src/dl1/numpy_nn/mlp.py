@@ -70,10 +70,9 @@ class MLP:
 
     def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Probabilities for many samples, in chunks (no cache kept)."""
-        out = np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) \
-            if len(x) else np.zeros((0, self.n_classes), self.dtype)
+        chunks = [self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         self.clear_cache()
-        return out
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.n_classes), self.dtype)
 
     def __repr__(self) -> str:
         return f"MLP({self.n_inputs}, {self.n_hidden}, {self.n_classes}, dtype={self.dtype})"
