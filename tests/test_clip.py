@@ -298,3 +298,25 @@ def test_batch_preprocess_refuses_other_pipelines():
     flipped = T.Compose([T.Resize(64, interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(),
                          T.ToTensor(), T.Normalize(C.OPENAI_MEAN, C.OPENAI_STD)])
     assert C.BatchPreprocess.from_preprocess(flipped) is None
+
+
+def test_pretrained_tag_found_in_the_caches(tiny, tiny_config, tmp_path, monkeypatch):
+    """A tag's weights are read from open_clip's caches (HF hub layout, then the URL file) without any network."""
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    state = {k: v.contiguous().clone() for k, v in tiny.model.state_dict().items()}
+    snapshot = tmp_path / "models--someorg--tiny-clip" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    save_file(state, str(snapshot / "open_clip_model.safetensors"))
+    (tmp_path / "models--someorg--tiny-clip" / "refs").mkdir()
+    (tmp_path / "models--someorg--tiny-clip" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(C, "_pretrained_cfg", lambda name, tag: {"hf_hub": "someorg/tiny-clip/", "quick_gelu": True})
+    loaded = C.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
+    assert loaded.weights.endswith("open_clip_model.safetensors") and loaded.pretrained == "mytag"
+    assert _same_weights(loaded.model, tiny.model)
+
+    torch.save(state, tmp_path / "tiny-clip.pt")
+    monkeypatch.setattr(C, "_pretrained_cfg", lambda name, tag: {"url": "https://example.org/x/tiny-clip.pt"})
+    loaded = C.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
+    assert loaded.weights == str(tmp_path / "tiny-clip.pt") and _same_weights(loaded.model, tiny.model)

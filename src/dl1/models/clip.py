@@ -133,10 +133,10 @@ def _cached_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
         except ImportError:  # pragma: no cover
             try_to_load_from_cache = None
         if try_to_load_from_cache is not None:
+            meta = _pretrained_meta()
             repo, filename = os.path.split(hub)
-            filename = filename or "open_clip_pytorch_model.bin"
-            names = [filename[: -len(Path(filename).suffix)] + ".safetensors", filename]
-            for fname in names:
+            filename = filename or meta.HF_WEIGHTS_NAME
+            for fname in [*meta._get_safe_alternatives(filename), filename]:  # the order open_clip downloads in
                 hit = try_to_load_from_cache(repo, fname, cache_dir=cache_dir)
                 if isinstance(hit, str) and os.path.isfile(hit):
                     return hit

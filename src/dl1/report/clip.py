@@ -41,7 +41,8 @@ def safe_name(text: str, limit: int = 80) -> str:
 
 
 def plot_predictions(images: np.ndarray, logits: np.ndarray, classnames: Sequence[str], path: str | Path,
-                     labels: Sequence[int] | None = None, title: str | None = None, k: int = 5) -> Path:
+                     labels: Sequence[int] | None = None, title: str | None = None, k: int = 5,
+                     dpi: int = 100) -> Path:
     """The course's ``visualize_predictions``: rows of (image, horizontal bar chart of its top-k probabilities),
     two images per row; ``images`` are uint8 ``(B, H, W, 3)``; true labels (if known) title each image and their
     bar is green."""
@@ -74,6 +75,6 @@ def plot_predictions(images: np.ndarray, logits: np.ndarray, classnames: Sequenc
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
