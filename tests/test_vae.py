@@ -251,3 +251,14 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
     with pytest.raises(DL1Error, match="mnist"):
         execute("vae", ["--dataset", "mnist", "--data_dir", str(tmp_path / "nothing"), "--epochs", "1"],
                 out_dir=tmp_path / "runs", quiet=True)
+
+
+def test_bad_flags_are_usage_errors():
+    from dl1.errors import UsageError
+    from dl1.experiments import make_config
+
+    with pytest.raises(UsageError, match="z_dim"):
+        make_config("vae", ["--z_dim", "0"])
+    with pytest.raises(UsageError, match="resume"):
+        make_config("vae", ["--resume", "/no/such/run"])
+    assert make_config("vae", []).dataset == "mnist" and make_config("vae", []).epochs == 80

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dl1.config import arg, config_from_dict
+from dl1.errors import UsageError
 from dl1.runtime import Run, choose_device, read_jsonl, seed_everything
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
@@ -41,6 +42,10 @@ class Config:
                             min=1)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
     resume: str | None = arg(None, "Run folder (or checkpoint file) to continue from; --epochs may be raised.")
+
+    def check(self) -> None:
+        if self.resume and not Path(self.resume).exists():
+            raise UsageError(f"--resume: {self.resume} does not exist (give a run folder or a checkpoint file)")
 
 
 SMOKE = {"dataset": "synthetic", "epochs": 2, "num_filters": 4, "z_dim": 2, "batch_size": 16, "val_size": 16,
