@@ -96,7 +96,7 @@ def progress_figure(snaps: dict[int, dict[str, np.ndarray]], key: str, path: Pat
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
 
@@ -122,9 +122,9 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str = "") ->
     axes[2].set(title="discriminator accuracy", xlabel="epoch", ylim=(0, 1.02))
     from matplotlib.ticker import MaxNLocator
 
-    for ax in axes:
+    for ax, where in zip(axes, ("upper right", "best", "lower right")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc=where)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
