@@ -113,6 +113,21 @@ def test_evaluate_reports_clean_and_noisy_test_accuracy(vp_run, tmp_path):
     assert out["params"]["trainable"] == vp_run["params"]["trainable"]  # structure from the checkpoint
 
 
+def test_batch_preprocessing_evaluates_exactly_like_pil_and_trains(vp_run, tmp_path):
+    ckpt = str(Path(vp_run["run_dir"]) / "checkpoints" / "best.pt")
+    out = execute("clip-prompt", ["--evaluate", "--resume", ckpt, "--preprocess", "batch", "--no-test_noise"],
+                  smoke=True, out_dir=tmp_path, quiet=True)
+    assert out["data"]["preprocess"] == "batch" and vp_run["data"]["preprocess"] == "pil"
+    assert out["results"]["test"]["top1"] == pytest.approx(vp_run["results"]["test"]["top1"])
+    assert out["results"]["test"]["loss"] == pytest.approx(vp_run["results"]["test"]["loss"], rel=1e-5)
+    # training from raw uint8 batches (its own seeded shuffle order, so not the PIL run's numbers)
+    trained = execute("clip-prompt", ["--preprocess", "batch", "--no-visualize_prompt"], smoke=True,
+                      out_dir=tmp_path, quiet=True)
+    assert trained["data"]["preprocess"] == "batch" and trained["steps"] == vp_run["steps"]
+    assert set(trained["results"]) == {"val", "test", "test_noisy"}
+    assert all(math.isfinite(trained["results"][s]["loss"]) for s in trained["results"])
+
+
 def test_evaluate_needs_a_checkpoint_file(tmp_path):
     with pytest.raises(UsageError, match="needs --resume"):
         execute("clip-prompt", ["--evaluate"], smoke=True, out_dir=tmp_path, quiet=True)
@@ -188,7 +203,7 @@ def test_cross_dataset_offsets_cifar100_labels_by_10(vp_run, tmp_path):
 
     ckpt = str(Path(vp_run["run_dir"]) / "checkpoints" / "best.pt")
     out = execute("clip-cross-dataset", ["--resume", ckpt], smoke=True, out_dir=tmp_path, quiet=True)
-    assert out["num_classes"] == 110 and out["trained_on"] == "synthetic-cifar10"
+    assert out["num_classes"] == 110 and out["trained_on"] == "cifar10" and out["synthetic"]
     r = out["results"]
     assert r["cifar10"]["n"] == r["cifar100"]["n"] == 24
     assert r["total"]["top1"] == pytest.approx((r["cifar10"]["top1"] * 24 + r["cifar100"]["top1"] * 24) / 48)
@@ -202,11 +217,16 @@ def test_cross_dataset_labels_and_class_names_line_up(tmp_path):
     for name in ("cifar10", "cifar100"):
         write_cifar(tmp_path / "data", name, n_train=5, n_test=12)
     run = Run("x", root=tmp_path / "runs", quiet=True)
-    parts, classes = load_parts(Config(resume="x", data_dir=str(tmp_path / "data")), lambda img: torch.zeros(1), run)
+    cfg = Config(resume="x", data_dir=str(tmp_path / "data"))
+    parts, classes = load_parts(cfg, lambda img: torch.zeros(1), run)
     assert len(classes) == 110 and classes[0] == "airplane" and classes[10] == "class_00"
     raw = parts["cifar100"].dataset.targets
     assert [parts["cifar100"][i][1] for i in range(12)] == [t + 10 for t in raw]
     assert [parts["cifar10"][i][1] for i in range(12)] == parts["cifar10"].dataset.targets
+    # batch preprocessing on the device: the same offsets on the raw label tensors
+    batch_parts, _ = load_parts(cfg, lambda img: torch.zeros(1), run, batch=(torch.nn.Identity(), None))
+    assert batch_parts["cifar100"].targets.tolist() == [t + 10 for t in raw]
+    assert batch_parts["cifar10"].targets.tolist() == parts["cifar10"].dataset.targets
 
 
 def test_cross_dataset_needs_a_checkpoint(tmp_path):

@@ -34,6 +34,8 @@ class Config:
                                       "(smoke runs only: the numbers mean nothing).")
     clip_weights: str | None = arg(None, "Local CLIP weights file (default: the one the prompt was trained with).")
     test_noise: bool = arg(False, "Add N(0, 0.1) noise after preprocessing.")
+    preprocess: str = arg("auto", "Where CLIP's preprocessing runs: pil (DataLoader workers), batch (on the device, "
+                                  "same numbers), auto = batch on CUDA.", choices=("auto", "pil", "batch"))
     batch_size: int = arg(128, "Mini-batch size.", min=1)
     num_workers: int = arg(4, "DataLoader worker processes.", min=0)
     max_batches: int = arg(0, "Evaluate at most this many batches per dataset (0 = all).", min=0)
@@ -70,8 +72,10 @@ def weighted_total(parts: dict[str, dict[str, float]]) -> dict[str, float]:
             "loss": sum(p["loss"] * p["n"] for p in parts.values()) / n, "n": n}
 
 
-def load_parts(cfg: Config, preprocess, run: Run) -> tuple[dict[str, Any], list[str]]:
-    """``({"cifar10": test set, "cifar100": test set with labels + 10}, 110 class names)``."""
+def load_parts(cfg: Config, preprocess, run: Run, batch=None) -> tuple[dict[str, Any], list[str]]:
+    """``({"cifar10": test set, "cifar100": test set with labels + 10}, 110 class names)``; with ``batch`` (the
+    clean and noisy BatchPreprocess of ``clip_prompt.batch_preprocess``) raw splits preprocessed on the device."""
+    from dl1.experiments.clip_prompt import RawSplit, raw_split
     from dl1.models.clip import load_clip_dataset
 
     folder = cfg.data_dir
@@ -81,9 +85,17 @@ def load_parts(cfg: Config, preprocess, run: Run) -> tuple[dict[str, Any], list[
         folder = str(run.path("synthetic_data"))
         for name in ("cifar10", "cifar100"):
             write_cifar(folder, name, n_train=5, n_test=24, seed=cfg.seed)
-    c10 = load_clip_dataset("cifar10", "test", preprocess, folder, test_noise=cfg.test_noise)
-    c100 = load_clip_dataset("cifar100", "test", preprocess, folder, test_noise=cfg.test_noise)
+    noisy = cfg.test_noise and batch is None  # batch mode adds the noise on the device
+    c10 = load_clip_dataset("cifar10", "test", preprocess, folder, test_noise=noisy)
+    c100 = load_clip_dataset("cifar100", "test", preprocess, folder, test_noise=noisy)
     classes = list(c10.classes) + list(c100.classes)
+    if batch is not None:
+        prepare = batch[1] if cfg.test_noise else batch[0]
+        parts = {}
+        for name, ds, offset in (("cifar10", c10, CIFAR10_OFFSET), ("cifar100", c100, CIFAR100_OFFSET)):
+            raw = raw_split(ds, None, prepare)
+            parts[name] = RawSplit(raw.images, raw.targets + offset, prepare)
+        return parts, classes
     return {"cifar10": OffsetTargets(c10, CIFAR10_OFFSET), "cifar100": OffsetTargets(c100, CIFAR100_OFFSET)}, classes
 
 
@@ -98,9 +110,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     pcfg = dataclasses.replace(cp.checkpoint_config(cp.Config(), saved), clip_weights=cfg.clip_weights or
                                saved.get("clip_weights"), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                max_batches=cfg.max_batches, text_prompt_template=cfg.text_prompt_template,
-                               amp=cfg.amp)
+                               amp=cfg.amp, preprocess=cfg.preprocess)
     bundle = cp.load_bundle(pcfg, device)
-    parts, classes = load_parts(cfg, bundle.preprocess, run)
+    parts, classes = load_parts(cfg, bundle.preprocess, run, cp.batch_preprocess(pcfg, bundle.preprocess, device))
     model = cp.build_model(pcfg, bundle, classes, device)  # the 110-way text classifier
     cp.restore_prompt(model, prompt, cfg.resume)
     results = {}
@@ -112,7 +124,8 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     run.log(0, "total", results["total"])
     return run.finish(results=results, num_classes=len(classes), trained_on=saved.get("dataset"),
                       prompt={k: saved.get(k) for k in cp.PROMPT_FIELDS}, checkpoint=str(cfg.resume),
-                      synthetic=cfg.synthetic_data, **cp.model_info(model, bundle, pcfg), device=str(device))
+                      synthetic=cfg.synthetic_data, preprocess="pil" if isinstance(parts["cifar10"], OffsetTargets)
+                      else "batch", **cp.model_info(model, bundle, pcfg), device=str(device))
 
 
 def smoke_prompt(run: Run) -> str:

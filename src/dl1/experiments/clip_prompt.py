@@ -25,7 +25,6 @@ from dl1.errors import DL1Error, UsageError
 from dl1.runtime import Run, choose_device, read_jsonl, seed_everything
 
 TINY_ARCH = "tiny-test"  # a tiny RANDOM CLIP (dl1.models.clip.tiny_clip): smoke runs and tests only
-SYNTHETIC = ("synthetic-cifar10", "synthetic-cifar100")
 # the prompt's structure: taken from the checkpoint when evaluating a saved prompt
 PROMPT_FIELDS = ("prompt_type", "method", "prompt_size", "image_size", "prompt_init_method", "prompt_num",
                  "injection_layer", "arch", "pretrained", "seed")
@@ -49,10 +48,14 @@ class Config:
                                 "model for smoke runs.")
     pretrained: str = arg("openai", "open_clip weights tag (ignored with --clip_weights).")
     clip_weights: str | None = arg(None, "Local CLIP weights file (OpenAI .pt archive or open_clip state dict).")
-    dataset: str = arg("cifar100", "Dataset; synthetic-* write tiny fake CIFAR files into the run folder (smoke "
-                                   "runs only).", choices=("cifar10", "cifar100", *SYNTHETIC))
+    dataset: str = arg("cifar100", "Dataset the prompt is learnt on.", choices=("cifar10", "cifar100"))
     data_dir: str | None = arg(None, "Folder holding cifar-10-batches-py/ or cifar-100-python/ "
                                      "(default: $DL1_DATA, else ./data).")
+    synthetic_data: bool = arg(False, "Smoke runs only: write tiny random CIFAR files (real format) into the run "
+                                      "folder and use them instead of --data_dir.")
+    preprocess: str = arg("auto", "Where CLIP's resize/crop/normalise runs: pil = per image in DataLoader workers, "
+                                  "batch = on the model's device from the raw uint8 images (same numbers), auto = "
+                                  "batch on CUDA, else pil.", choices=("auto", "pil", "batch"))
     text_prompt_template: str = arg("This is a photo of a {}", "Text template of the class prompts.")
     val_size: int = arg(10_000, "Training images held out (seeded) for validation: 40,000/10,000 on CIFAR.", min=1)
     batch_size: int = arg(128, "Mini-batch size.", min=1)
@@ -83,8 +86,8 @@ class Config:
                              f"{Path(self.resume) / 'checkpoints' / 'best.pt'}")
 
 
-SMOKE = {"arch": TINY_ARCH, "image_size": 64, "dataset": "synthetic-cifar10", "prompt_size": 8, "val_size": 16,
-         "batch_size": 16, "num_workers": 0, "epochs": 2, "warmup": 2, "learning_rate": 1.0,
+SMOKE = {"arch": TINY_ARCH, "image_size": 64, "synthetic_data": True, "dataset": "cifar10", "prompt_size": 8,
+         "val_size": 16, "batch_size": 16, "num_workers": 0, "epochs": 2, "warmup": 2, "learning_rate": 1.0,
          "visualize_prompt": True, "test_noise": True}
 
 
@@ -101,38 +104,78 @@ def load_bundle(cfg: Config, device: torch.device):
     return load_clip(cfg.arch, pretrained=cfg.pretrained, weights=cfg.clip_weights, device=device)
 
 
-def data_source(dataset: str, data_dir: str | None, run: Run, seed: int = 0) -> tuple[str, str | None]:
-    """``(torchvision name, folder)``; ``synthetic-*`` writes tiny fake CIFAR files into the run folder first."""
-    if dataset not in SYNTHETIC:
-        return dataset, data_dir
+def data_folder(cfg: Config, run: Run) -> str | None:
+    """``--data_dir``, or with ``--synthetic_data`` a folder of tiny fake CIFAR files written into the run folder."""
+    if not cfg.synthetic_data:
+        return cfg.data_dir
     from dl1.data.fake import write_cifar
 
-    name = dataset.removeprefix("synthetic-")
     folder = run.path("synthetic_data")
-    write_cifar(folder, name, n_train=48, n_test=24, seed=seed)
-    return name, str(folder)
+    write_cifar(folder, cfg.dataset, n_train=48, n_test=24, seed=cfg.seed)
+    return str(folder)
 
 
-def load_splits(cfg: Config, preprocess, run: Run) -> dict[str, Any]:
-    """``train``/``val`` (seeded split of the training set), ``test`` and, with ``--test_noise``, ``test_noisy``."""
+@dataclass
+class RawSplit:
+    """Raw uint8 images ``(N, H, W, 3)`` and labels, preprocessed per batch on the device by ``prepare``."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    prepare: Any  # dl1.models.clip.BatchPreprocess
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def batch_preprocess(cfg: Config, preprocess, device: torch.device):
+    """``(clean, noisy)`` BatchPreprocess modules on ``device`` when ``--preprocess`` picks batch mode, else None."""
+    from dl1.models.clip import BatchPreprocess
+
+    if cfg.preprocess == "pil" or (cfg.preprocess == "auto" and device.type != "cuda"):
+        return None
+    clean = BatchPreprocess.from_preprocess(preprocess)
+    if clean is None:
+        if cfg.preprocess == "batch":
+            raise DL1Error("--preprocess batch needs CLIP's standard resize/crop/normalise; use --preprocess pil")
+        return None
+    return clean.to(device), BatchPreprocess.from_preprocess(preprocess, noise_std=0.1).to(device)
+
+
+def raw_split(dataset, indices, prepare) -> RawSplit:
+    images = torch.from_numpy(dataset.data)  # (N, 32, 32, 3) uint8
+    targets = torch.as_tensor(dataset.targets, dtype=torch.long)
+    if indices is not None:
+        images, targets = images[torch.as_tensor(indices)], targets[torch.as_tensor(indices)]
+    return RawSplit(images, targets, prepare)
+
+
+def load_splits(cfg: Config, preprocess, run: Run, device: torch.device) -> dict[str, Any]:
+    """``train``/``val`` (seeded split of the training set), ``test`` and, with ``--test_noise``, ``test_noisy``;
+    torchvision datasets (PIL preprocessing) or :class:`RawSplit` (batch preprocessing on the device)."""
     from torch.utils.data import Subset
 
     from dl1.data.vision import split_indices
     from dl1.models.clip import load_clip_dataset
 
-    name, folder = data_source(cfg.dataset, cfg.data_dir, run, cfg.seed)
-    out: dict[str, Any] = {}
+    folder = data_folder(cfg, run)
+    batch = batch_preprocess(cfg, preprocess, device)
+    out: dict[str, Any] = {"preprocess": "batch" if batch else "pil"}
     if not cfg.evaluate:
-        train = load_clip_dataset(name, "train", preprocess, folder)
+        train = load_clip_dataset(cfg.dataset, "train", preprocess, folder)
         if cfg.val_size >= len(train):
             raise UsageError(f"--val_size {cfg.val_size} must be below the {len(train)} training images")
         train_idx, val_idx = split_indices(len(train), cfg.val_size, seed=cfg.seed)
-        out["train"], out["val"] = Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
+        if batch:
+            out["train"], out["val"] = raw_split(train, train_idx, batch[0]), raw_split(train, val_idx, batch[0])
+        else:
+            out["train"], out["val"] = Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
         out["classes"] = list(train.classes)
-    out["test"] = load_clip_dataset(name, "test", preprocess, folder)
-    out.setdefault("classes", list(out["test"].classes))
+    test = load_clip_dataset(cfg.dataset, "test", preprocess, folder)
+    out["test"] = raw_split(test, None, batch[0]) if batch else test
+    out.setdefault("classes", list(test.classes))
     if cfg.test_noise:
-        out["test_noisy"] = load_clip_dataset(name, "test", preprocess, folder, test_noise=True)
+        out["test_noisy"] = raw_split(test, None, batch[1]) if batch else \
+            load_clip_dataset(cfg.dataset, "test", preprocess, folder, test_noise=True)
     return out
 
 
@@ -170,6 +213,20 @@ def make_optimizer(cfg: Config, model, steps_per_epoch: int):
     return optimizer, warmup_cosine(optimizer, cfg.warmup, cfg.epochs * steps_per_epoch)
 
 
+class PreparedBatches:
+    """``(prepare(images), targets)`` for each raw batch of ``batches`` (batch preprocessing on the device)."""
+
+    def __init__(self, batches, prepare):
+        self.batches, self.prepare = batches, prepare
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for images, targets in self.batches:
+            yield self.prepare(images), targets
+
+
 class Limited:
     """The first ``limit`` batches of ``batches`` (all when ``limit`` is 0), with a length for progress bars;
     the seconds spent iterating (loading + training) are added to ``clock["train_s"]`` when a clock is given."""
@@ -191,8 +248,12 @@ class Limited:
 
 def loader(dataset, cfg: Config, device: torch.device, *, shuffle: bool = False, epoch: int = 0,
            clock: dict[str, float] | None = None) -> Limited:
-    from dl1.data.loaders import epoch_loader
+    from dl1.data.loaders import TensorBatches, epoch_loader
 
+    if isinstance(dataset, RawSplit):
+        raw = TensorBatches(dataset.images, dataset.targets, batch_size=cfg.batch_size, shuffle=shuffle,
+                            seed=cfg.seed, epoch=epoch, device=device)
+        return Limited(PreparedBatches(raw, dataset.prepare), cfg.max_batches, clock)
     return Limited(epoch_loader(dataset, cfg.batch_size, shuffle=shuffle, seed=cfg.seed, epoch=epoch,
                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda"), cfg.max_batches, clock)
 
@@ -229,7 +290,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     if cfg.resume:
         check_resume(cfg, device)
     bundle = load_bundle(cfg, device)
-    data = load_splits(cfg, bundle.preprocess, run)
+    data = load_splits(cfg, bundle.preprocess, run, device)
     model = build_model(cfg, bundle, data["classes"], device)
     describe(model, cfg, data, device)
     save_initial_prompt(model, run)
@@ -320,9 +381,9 @@ def model_info(model, bundle, cfg: Config) -> dict[str, Any]:
 
 
 def data_info(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
-    sizes = {k: len(v) for k, v in data.items() if k != "classes"}
-    return {"dataset": cfg.dataset, "synthetic": cfg.dataset in SYNTHETIC, "sizes": sizes,
-            "classes": len(data["classes"]), "max_batches": cfg.max_batches}
+    sizes = {k: len(v) for k, v in data.items() if k not in ("classes", "preprocess")}
+    return {"dataset": cfg.dataset, "synthetic": cfg.synthetic_data, "sizes": sizes,
+            "classes": len(data["classes"]), "max_batches": cfg.max_batches, "preprocess": data["preprocess"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -346,7 +407,7 @@ def check_resume(cfg: Config, device: torch.device) -> None:
     path = Path(cfg.resume)
     path = path / "checkpoints" / "last.pt" if path.is_dir() else path
     _, saved = load_prompt_checkpoint(path, device)
-    differ = [f"--{k} {saved[k]} (now {getattr(cfg, k)})" for k in (*PROMPT_FIELDS, "dataset")
+    differ = [f"--{k} {saved[k]} (now {getattr(cfg, k)})" for k in (*PROMPT_FIELDS, "dataset", "synthetic_data")
               if k in saved and saved[k] != getattr(cfg, k)]
     if differ:
         raise DL1Error(f"cannot resume from {path}: it was trained with {', '.join(differ)}")
@@ -378,7 +439,7 @@ def evaluate_checkpoint(cfg: Config, run: Run, device: torch.device) -> dict[str
     prompt, saved = load_prompt_checkpoint(cfg.resume, device)
     cfg = checkpoint_config(cfg, saved)
     bundle = load_bundle(cfg, device)
-    data = load_splits(cfg, bundle.preprocess, run)
+    data = load_splits(cfg, bundle.preprocess, run, device)
     model = build_model(cfg, bundle, data["classes"], device)
     restore_prompt(model, prompt, cfg.resume)
     results = {}
@@ -462,7 +523,7 @@ def plot_prompt(saved: dict[str, Any], ckpt: Path, out: Path, when: str) -> Path
             ax.set_xticks([])
             ax.set_yticks([])
         fig.suptitle(f"visual prompt: {shape}, {when}", fontsize=10)
-    if saved.get("arch") == TINY_ARCH or saved.get("dataset") in SYNTHETIC:
+    if saved.get("arch") == TINY_ARCH or saved.get("synthetic_data"):
         fig.text(0.01, 0.01, "smoke run: tiny random CLIP, synthetic data", fontsize=7, color="gray")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
@@ -496,7 +557,7 @@ def plot_curves(run_dir: Path, saved: dict[str, Any]) -> Path | None:
         ax2.set_ylabel("validation top-1 (%)", color="C1")
         ax2.ticklabel_format(axis="y", useOffset=False)
     what = saved["method"] if saved["prompt_type"] == "visual_prompt" else f"deep prompt @ {saved['injection_layer']}"
-    smoke = " (smoke run)" if saved.get("arch") == TINY_ARCH or saved.get("dataset") in SYNTHETIC else ""
+    smoke = " (smoke run)" if saved.get("arch") == TINY_ARCH or saved.get("synthetic_data") else ""
     ax.set_title(f"{what}, {saved['dataset']}{smoke}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
