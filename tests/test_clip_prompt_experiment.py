@@ -232,3 +232,5 @@ def test_cross_dataset_labels_and_class_names_line_up(tmp_path):
 def test_cross_dataset_needs_a_checkpoint(tmp_path):
     with pytest.raises(UsageError, match="--resume CKPT is required"):
         execute("clip-cross-dataset", [], out_dir=tmp_path, quiet=True)
+    with pytest.raises(UsageError, match="checkpoint file, not a run folder"):
+        execute("clip-cross-dataset", ["--resume", str(tmp_path)], out_dir=tmp_path, quiet=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +47,9 @@ class Config:
     def check(self) -> None:
         if not self.resume and not self.synthetic_data:
             raise UsageError("--resume CKPT is required: the prompt to evaluate (RUN/checkpoints/best.pt)")
+        if self.resume and Path(self.resume).is_dir():
+            raise UsageError(f"--resume needs a checkpoint file, not a run folder: use "
+                             f"{Path(self.resume) / 'checkpoints' / 'best.pt'}")
 
 
 SMOKE = {"synthetic_data": True, "batch_size": 16, "num_workers": 0}
