@@ -453,8 +453,7 @@ def _pil_bicubic_weights(in_size: int, out_size: int) -> torch.Tensor:
 def _pil_resample(x: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
     """One Pillow 8-bit resampling pass along ``dim`` (-1: width, -2: height): integer sums with rounding bias,
     arithmetic shift, clip to [0, 255].  float64 holds these integers exactly (|sum| < 2^53)."""
-    w = weights.to(x.device)
-    out = x @ w.t() if dim == -1 else w @ x
+    out = x @ weights.t() if dim == -1 else weights @ x
     return torch.floor((out + (1 << (_PIL_BITS - 1))) / (1 << _PIL_BITS)).clamp_(0, 255)
 
 
@@ -472,7 +471,7 @@ class BatchPreprocess(nn.Module):
         self.size, self.crop, self.noise_std = size, crop, noise_std
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self._weights: dict[tuple[int, int], torch.Tensor] = {}
+        self._weights: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
     @classmethod
     def from_preprocess(cls, preprocess: Any, noise_std: float | None = None) -> BatchPreprocess | None:
@@ -493,10 +492,12 @@ class BatchPreprocess(nn.Module):
             return None
         return cls(size, crop_size, normalize.mean, normalize.std, noise_std)
 
-    def _matrix(self, n_in: int, n_out: int) -> torch.Tensor:
-        if (n_in, n_out) not in self._weights:
-            self._weights[(n_in, n_out)] = _pil_bicubic_weights(n_in, n_out)
-        return self._weights[(n_in, n_out)]
+    def _matrix(self, n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+        """The resampling matrix for one axis, built once per size and device (no per-batch copies)."""
+        key = (n_in, n_out, device)
+        if key not in self._weights:
+            self._weights[key] = _pil_bicubic_weights(n_in, n_out).to(device)
+        return self._weights[key]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, H, W, 3)`` -> float32 ``(B, 3, crop, crop)``, CLIP-normalised."""
@@ -507,9 +508,9 @@ class BatchPreprocess(nn.Module):
         out_h, out_w = (self.size, long_out) if h <= w else (long_out, self.size)
         if (out_h, out_w) != (h, w):
             if out_w != w:  # Pillow resamples horizontally first, rounding to 8 bits in between
-                x = _pil_resample(x, self._matrix(w, out_w), dim=-1)
+                x = _pil_resample(x, self._matrix(w, out_w, x.device), dim=-1)
             if out_h != h:
-                x = _pil_resample(x, self._matrix(h, out_h), dim=-2)
+                x = _pil_resample(x, self._matrix(h, out_h, x.device), dim=-2)
         top, left = int(round((out_h - self.crop) / 2.0)), int(round((out_w - self.crop) / 2.0))
         x = x[..., top:top + self.crop, left:left + self.crop]  # (B, 3, crop, crop)
         x = x.to(torch.float32) / 255.0  # ToTensor
