@@ -76,6 +76,21 @@ def test_deep_prompt_path_without_injection_equals_encode_image():
         assert not torch.allclose(model.custom_encode_image(x), clip.encode_image(x), atol=1e-3)
 
 
+def test_deep_prompt_path_handles_sequence_first_blocks():
+    """Older open_clip runs the blocks on (L, N, D): the same numbers must come out."""
+    clip = small_clip()
+    model = DeepPromptCLIP(clip, text_feats(), prompt_num=2, injection_layer=1)
+    x = images(3)
+    with torch.no_grad():
+        batch_first = model.custom_encode_image(x)
+        clip.visual.transformer.batch_first = False
+        for block in clip.visual.transformer.resblocks:
+            block.attn.batch_first = False
+        torch.testing.assert_close(model.custom_encode_image(x, inject=False), clip.encode_image(x),
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.custom_encode_image(x), batch_first, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("k", [0, 1, BLOCKS - 1])
 def test_deep_prompts_lengthen_the_sequence_from_block_k_on(k):
     model = DeepPromptCLIP(small_clip(), text_feats(), prompt_num=3, injection_layer=k)
