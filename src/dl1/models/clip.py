@@ -287,7 +287,9 @@ def _download_clip(arch: str, oc_name: str, tag: str, cfg: dict[str, Any], devic
     import open_clip
 
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(oc_name, pretrained=tag, cache_dir=cache_dir)
+        # open_clip only warns when a tag trained with QuickGELU meets a GELU config: force the tag's activation
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            oc_name, pretrained=tag, cache_dir=cache_dir, force_quick_gelu=bool(cfg.get("quick_gelu")))
     except Exception as exc:
         raise DL1Error(f"downloading CLIP {arch} {tag!r} weights failed ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:160]}); download {where} and pass --clip_weights PATH") from None
