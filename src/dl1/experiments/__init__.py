@@ -8,6 +8,9 @@ Each module defines:
 * ``run(cfg, run) -> dict``: wires data, model and loss together, logs through ``run.log`` and returns
   ``run.finish(...)``.
 
+An experiment that only evaluates (``EVALUATION_ONLY = True``, or a config with ``evaluate=True``) always gets a new
+run folder, even when ``--resume`` names an existing one.
+
 Heavy imports (open_clip, transformers, torchvision models) happen inside functions so that ``dl1 list`` and
 ``--help`` stay fast.  A config field named ``resume`` pointing at a run folder makes the run continue in that folder.
 """
@@ -70,8 +73,9 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     module = load(name)
     cfg = make_config(name, argv, smoke=smoke, overrides=overrides)
     resume = getattr(cfg, "resume", None)
-    if run_dir is None and resume and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
-        run_dir = resume  # continue in the interrupted run's own folder
+    continues = not getattr(cfg, "evaluate", False) and not getattr(module, "EVALUATION_ONLY", False)
+    if run_dir is None and resume and continues and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
+        run_dir = resume  # continue training in the interrupted run's own folder
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the run folder
     run = Run(name, config_to_dict(cfg), root=out_dir, argv=[sys.argv[0], "run", name, *argv],
               directory=run_dir, quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard)
