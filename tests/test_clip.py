@@ -314,9 +314,28 @@ def test_pretrained_tag_found_in_the_caches(tiny, tiny_config, tmp_path, monkeyp
     monkeypatch.setattr(C, "_pretrained_cfg", lambda name, tag: {"hf_hub": "someorg/tiny-clip/", "quick_gelu": True})
     loaded = C.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
     assert loaded.weights.endswith("open_clip_model.safetensors") and loaded.pretrained == "mytag"
+    assert type(loaded.model.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"  # the tag's activation
     assert _same_weights(loaded.model, tiny.model)
 
     torch.save(state, tmp_path / "tiny-clip.pt")
     monkeypatch.setattr(C, "_pretrained_cfg", lambda name, tag: {"url": "https://example.org/x/tiny-clip.pt"})
     loaded = C.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
     assert loaded.weights == str(tmp_path / "tiny-clip.pt") and _same_weights(loaded.model, tiny.model)
+
+
+def test_download_path_forces_the_tags_activation(monkeypatch):
+    """Online and not cached: open_clip downloads, and the tag's QuickGELU is forced (open_clip only warns)."""
+    import open_clip
+
+    seen = {}
+
+    def fake_create(name, **kwargs):
+        seen.update(kwargs, name=name)
+        raise RuntimeError("no network in tests")
+
+    monkeypatch.setattr(C, "_online", lambda *a, **k: True)
+    monkeypatch.setattr(C, "_cached_file", lambda cfg, cache_dir: None)
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", fake_create)
+    with pytest.raises(DL1Error, match="downloading CLIP ViT-B/32 'openai' weights failed"):
+        C.load_clip("ViT-B/32")
+    assert seen["name"] == "ViT-B-32" and seen["pretrained"] == "openai" and seen["force_quick_gelu"] is True
