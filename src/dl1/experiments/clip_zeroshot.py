@@ -200,10 +200,12 @@ def _visualize(cfg: Config, run: Run, model, dataset, classnames: list[str], dev
     from dl1.report.clip import unnormalize
 
     known = cfg.class_names is None  # the dataset's labels only mean something for its own class names
+    if not run.enabled:
+        return ""
     np.savez_compressed(run.path("predictions.npz"), images=unnormalize(batch.numpy()), logits=logits,
                         labels=np.asarray(labels if known else [-1] * len(labels)), indices=chosen,
                         classnames=np.asarray(classnames))
-    return str(make_figures(run.dir)[0]) if run.enabled else ""
+    return str(make_figures(run.dir)[0])
 
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:
