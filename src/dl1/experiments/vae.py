@@ -74,7 +74,7 @@ def log_baseline(data: dict[str, torch.Tensor], run: Run) -> dict[str, float]:
     """Fit the per-pixel categorical baseline on the training set; log its val/test bpd once per run folder."""
     from dl1.models.vae import fit_pixel_categorical, pixel_categorical_bpd
 
-    done = [r for r in run.metrics("baseline")]
+    done = run.metrics("baseline")
     if done:
         return {k: done[-1][k] for k in ("val_bpd", "test_bpd")}
     table = fit_pixel_categorical(data["train"].cpu())
