@@ -80,3 +80,10 @@ def test_cli_help_shows_defaults(capsys):
     assert main(["run", "gnn", "--help"]) == 0
     out = capsys.readouterr().out
     assert "(default:" in out and "--out_dir" in out
+
+
+def test_failed_run_leaves_no_empty_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("DL1_OFFLINE", "1")
+    assert main(["run", "mlp-numpy", "--dataset", "cifar10", "--data_dir", str(tmp_path / "none"),
+                 "--out_dir", str(tmp_path / "runs")]) == 1
+    assert not list((tmp_path / "runs").glob("mlp-numpy/*"))

@@ -22,13 +22,14 @@ import difflib
 import importlib
 import os
 import pkgutil
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from dl1.config import config_to_dict, parse_config
-from dl1.errors import UsageError
+from dl1.errors import DL1Error, UsageError
 
 
 def names() -> list[str]:
@@ -79,4 +80,17 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the run folder
     run = Run(name, config_to_dict(cfg), root=out_dir, argv=[sys.argv[0], "run", name, *argv],
               directory=run_dir, quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard)
-    return module.run(cfg, run)
+    try:
+        return module.run(cfg, run)
+    except DL1Error:
+        _discard_if_empty(run)
+        raise
+
+
+def _discard_if_empty(run: Any) -> None:
+    """Remove the folder of a run that failed before it logged or saved anything (missing data, weights)."""
+    if run.resumed or not run.enabled or (run.dir / "metrics.jsonl").exists() or any(run.checkpoints.iterdir()):
+        return
+    if any(run.figures.iterdir()):
+        return
+    shutil.rmtree(run.dir, ignore_errors=True)
