@@ -63,7 +63,13 @@ def _bars(ax, rows, key: str, ylabel: str, errs: dict[str, list] | None = None) 
         ax.bar(x + (j - 0.5) * 0.4, vals, 0.4, yerr=yerr, capsize=2, label=text)
     ax.set_xticks(x, [rows[n]["label"] for n in names], rotation=30, ha="right")
     ax.set_ylabel(ylabel)
-    ax.legend()
+
+
+def _legend_with_headroom(ax) -> None:
+    """Legend in the upper left, above the tallest bar (x20 on a log axis, x1.2 on a linear one)."""
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi * (20 if ax.get_yscale() == "log" else 1.2))
+    ax.legend(loc="upper left", ncol=2)
 
 
 def make_report(run_dir: Path) -> list[Path]:
@@ -104,12 +110,14 @@ def make_report(run_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     errs = {m: [_spread(r, m) for r in rows.values()] for m in ("grad", "no_grad")}
     _bars(ax, rows, "ms_per_image", "ms per image (median, IQR bars)", errs)
+    _legend_with_headroom(ax)
     ax.set_title(f"Forward time with and without no_grad (batch {ctx.get('batch_size', 8)}) — {where}", fontsize=10)
     _save(fig, paths[2])
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _bars(ax, rows, "memory_mb", "MB held after the forward (output alive)")
     ax.set_yscale("log")
+    _legend_with_headroom(ax)
     method = next(iter(rows.values())).get("memory_method", "")
     ax.set_title(f"Memory, batch {ctx.get('memory_batch', 64)} — {where}\n({method})", fontsize=9)
     _save(fig, paths[3])
