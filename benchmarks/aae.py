@@ -133,7 +133,8 @@ def print_table(res: dict) -> None:
         accs = f"{acc[0]:.3f} → {acc[-1]:.3f}"
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else "—"
         print(f"{name:<28}{r['test_mse']:>10.4f}{ratio:>9}{accs:>30}{r['wall_s']:>9.1f}  ({r['epochs']} epochs)")
-    print(f"\nplain autoencoder beats PCA: {res['beats_pca']}")
+    beats = "n/a (no lambda_ = 1 run)" if res["beats_pca"] is None else res["beats_pca"]
+    print(f"\nplain autoencoder beats PCA: {beats}")
     if res["dataset"] == "mnist":
         print(f"course target, MNIST lambda_=0.995 MSE < 0.05: {res.get('mnist_target_met')}")
 
