@@ -90,3 +90,20 @@ def test_user_errors(tmp_path):
         execute("mlp-numpy", ["--lr", "0"], smoke=True, out_dir=tmp_path, quiet=True)
     with pytest.raises(UsageError):
         execute("mlp-numpy", ["--dataset", "imagenet"], smoke=True, out_dir=tmp_path, quiet=True)
+
+
+def test_figures_from_a_hand_written_run_folder(tmp_path):
+    """The report needs only metrics.jsonl and summary.json (here 100 classes: no per-cell annotations)."""
+    from dl1.metrics import per_class_report
+    from dl1.report.classification import make_classification_figures
+
+    lines = [{"step": e, "split": s, "epoch": e, "loss": 1.0 / e, "acc": 0.5 + 0.01 * e} for e in (1, 2, 3)
+             for s in ("train", "val")]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    cm = np.random.default_rng(0).integers(0, 5, size=(100, 100)) + np.eye(100, dtype=int) * 50
+    (tmp_path / "summary.json").write_text(json.dumps({"test": per_class_report(cm, [f"c{i}" for i in range(100)])}))
+    paths = make_classification_figures(tmp_path, title="hand-written")
+    assert [p.name for p in paths] == ["curves.png", "confusion_matrix.png", "f_beta.png"]
+    assert all(p.stat().st_size > 5000 for p in paths)
+    with pytest.raises(DL1Error, match="metrics.jsonl"):
+        make_classification_figures(tmp_path / "nothing")

@@ -66,7 +66,7 @@ def plot_confusion_matrix(confusion: np.ndarray, classes: Sequence[str], path: s
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows != 0)
     n = len(classes)
-    size = max(4.5, 0.55 * n + 2)
+    size = max(4.5, 0.55 * n + 2) if n <= 20 else 9.0
     fig, ax = plt.subplots(figsize=(size, size * 0.9))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
@@ -89,11 +89,15 @@ def plot_f_beta(confusion: np.ndarray, classes: Sequence[str], path: str | Path,
     """Grouped bars: per-class F-β for each β (β = 0.1 ≈ precision, β = 10 ≈ recall)."""
     plt = _pyplot()
     n, width = len(classes), 0.8 / len(betas)
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * n + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * n + 2) if n <= 20 else 16, 3.8))
     for j, beta in enumerate(betas):
         scores = confusion_matrix_to_metrics(confusion, beta)["f1_beta"]
         ax.bar(np.arange(n) + (j - (len(betas) - 1) / 2) * width, scores, width, label=f"β = {beta:g}")
-    ax.set_xticks(range(n), classes if n <= 20 else [str(i) for i in range(n)], rotation=45, ha="right")
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    else:  # many classes: every fifth class index
+        ax.set_xticks(range(0, n, 5), [str(i) for i in range(0, n, 5)])
+        ax.set_xlabel("class index")
     ax.set_ylim(0, 1.15)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("F-β (test)")
