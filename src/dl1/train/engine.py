@@ -148,7 +148,7 @@ class Trainer:
 
     def backward_step(self, loss: torch.Tensor, optimizer: str | None = None,
                       parameters: Iterable[torch.Tensor] | None = None) -> None:
-        """Check the loss is finite, backpropagate, clip, step the optimiser and its scheduler, zero the grads."""
+        """Check the loss is finite, zero this optimiser's grads, backpropagate, clip, step it and its scheduler."""
         name = optimizer or next(iter(self.optimizers))
         opt = self.optimizers[name]
         if not bool(torch.isfinite(loss.detach()).all()):
@@ -229,7 +229,7 @@ class Trainer:
                 else:
                     self.bad_epochs += 1
                 state = self.state_dict()
-                if self.run.enabled and (is_best or self.monitor is None):
+                if self.run.enabled and is_best:  # without a monitor, last.pt is the one checkpoint
                     save_checkpoint(self.best_path, {k: state[k] for k in ("modules", "epoch", "step", "best_value",
                                                                            "best_metrics", "extra") if k in state})
                 if self.run.enabled and (self.epoch % self.checkpoint_every == 0 or self.epoch == self.epochs):
