@@ -356,5 +356,5 @@ def _title(run_dir: Path) -> str:
         return "character-level GPT"
     c = json.loads(path.read_text())
     size = c["model_type"] if c.get("n_layer") is None else f"{c['n_layer']} layers x {c['n_embd']} wide"
-    return (f"char GPT on {Path(c['txt_file']).name}: {size}, block {c['block_size']}, "
-            f"batch {c['train_batch_size']}" + (f", preset {c['preset']}" if c.get("preset") != "none" else ""))
+    return (f"char GPT on {Path(c['txt_file']).name}: {size}, block {c['block_size']}, batch {c['train_batch_size']}"
+            + (f"\n(preset {c['preset']})" if c.get("preset") != "none" else ""))
