@@ -214,8 +214,9 @@ def test_split_batches_and_whole_split_windows():
         xs = torch.cat([a.flatten() for a, _ in pairs])
         ys = torch.cat([b.flatten() for _, b in pairs])
         assert torch.equal(xs, corpus.val[:-1]) and torch.equal(ys, corpus.val[1:])  # every character once
+    corpus.check(99)  # a validation split shorter than a window is still evaluated (one shorter window)
     with pytest.raises(DL1Error, match="block_size"):
-        corpus.check(200)
+        corpus.check(900)
 
 
 def test_named_corpus_lookup_and_offline_message(tmp_path, monkeypatch):
@@ -335,6 +336,17 @@ def test_resume_continues_exactly(tmp_path):
                       quiet=True)
     assert resumed["run_dir"] == half["run_dir"]
     assert resumed["final"]["val_loss"] == pytest.approx(full["final"]["val_loss"], rel=1e-6)
+
+
+def test_run_without_validation_split(tmp_path):
+    from dl1.experiments import execute
+
+    text = tmp_path / "t.txt"
+    text.write_text("abcab" * 40)
+    summary = execute("gpt", ["--txt_file", str(text), *TINY, "--max_iters", "5", "--val_fraction", "0", "--threads",
+                              "1"], out_dir=tmp_path, quiet=True)
+    assert summary["final"]["val_loss"] is None and summary["data"]["val_chars"] == 0
+    assert summary["final"]["train_loss"] > 0 and Path(summary["checkpoint"]).is_file()
 
 
 def test_preset_and_size_flags():

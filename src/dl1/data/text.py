@@ -198,12 +198,14 @@ class CharCorpus:
         return corpus
 
     def check(self, block_size: int) -> None:
-        """A clear error when a split is too short for one window of ``block_size + 1`` characters."""
-        for split in ("train", "val"):
-            n = len(getattr(self, split))
-            if n and n < block_size + 1 or split == "train" and n == 0:
-                raise DL1Error(f"the {split} split of {self.path or 'the text'} has {n} characters, fewer than "
-                               f"block_size + 1 = {block_size + 1}; use a longer text or a smaller --block_size")
+        """A clear error when the training split is shorter than one window of ``block_size + 1`` characters, or
+        a non-empty validation split has no (character, next character) pair."""
+        if len(self.train) < block_size + 1:
+            raise DL1Error(f"the train split of {self.path or 'the text'} has {len(self.train)} characters, fewer than "
+                           f"block_size + 1 = {block_size + 1}; use a longer text or a smaller --block_size")
+        if len(self.val) == 1:
+            raise DL1Error(f"the validation split of {self.path or 'the text'} has 1 character; use a larger "
+                           "--val_fraction (or 0 for none)")
 
     def to(self, device: Any) -> CharCorpus:
         """Move both splits to ``device`` (batches are then cut on the device; the generator stays on the CPU)."""

@@ -150,8 +150,10 @@ def split_loss(model, corpus, split: str, block_size: int, batch_size: int, devi
     count = 0
     windows = 0
     for x, y in corpus.eval_windows(split, block_size, batch_size):
-        if max_windows is not None and windows >= max_windows:
-            break
+        if max_windows is not None:
+            if windows >= max_windows:
+                break
+            x, y = x[:max_windows - windows], y[:max_windows - windows]
         x, y = x.to(device), y.to(device)
         logits, _ = model(x)  # (b, T, V)
         total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
@@ -227,7 +229,8 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     epochs = math.ceil(iters / cfg.eval_interval)
     extra = {"tokenizer": tok.state_dict(), "model_config": model.config.to_dict(),
              "corpus": {"path": corpus.path, "encoding": corpus.encoding}}
-    trainer = Trainer(run, {"model": model}, {"model": optimizer}, epochs=epochs, monitor="val/loss",
+    trainer = Trainer(run, {"model": model}, {"model": optimizer}, epochs=epochs,
+                      monitor="val/loss" if len(corpus.val) else None,
                       schedulers={"model": scheduler}, clip_grad_norm=cfg.clip_grad_norm or None, device=device,
                       amp=cfg.amp, extra_state=lambda: extra, desc="gpt")
     if cfg.resume:
@@ -255,8 +258,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 
     def evaluate(epoch: int) -> dict[str, dict[str, Any]]:
         t0 = time.perf_counter()
-        val = split_loss(model, corpus, "val", cfg.block_size, cfg.eval_batch_size, device) if len(corpus.val) \
-            else float("nan")
+        results = {}
+        if len(corpus.val):
+            results["val"] = {"loss": split_loss(model, corpus, "val", cfg.block_size, cfg.eval_batch_size, device)}
         eval_s = time.perf_counter() - t0
         if clock["iters"]:
             run.log(trainer.step, "speed", speed(clock, cfg), epoch=epoch, eval_s=round(eval_s, 3))
@@ -264,9 +268,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
             for i, text in enumerate(sample_text(model, tok, prompt, cfg.sample_tokens, cfg.generate_batch_size,
                                                  seed=cfg.seed + epoch)):
                 run.log(trainer.step, "sample", {"text": text}, epoch=epoch, index=i)
-        return {"val": {"loss": val}}
+        return results
 
-    fit = trainer.fit(train_batches, train_step, evaluate if len(corpus.val) else None, resume=cfg.resume)
+    fit = trainer.fit(train_batches, train_step, evaluate, resume=cfg.resume)
     return finish(cfg, run, trainer, model, corpus, fit, clock, prompt, iters)
 
 
@@ -292,10 +296,11 @@ def _check_resume_vocab(resume: str, tok, load_checkpoint) -> None:
 def finish(cfg: Config, run: Run, trainer, model, corpus, fit: dict[str, Any], clock, prompt: str,
            iters: int) -> dict[str, Any]:
     device = next(model.parameters()).device
-    val_windows = max(1, len(corpus.val) // cfg.block_size)
+    val_windows = max(1, (len(corpus.val) or 100_000) // cfg.block_size)
     final = {"val_loss": split_loss(model, corpus, "val", cfg.block_size, cfg.eval_batch_size, device)
              if len(corpus.val) else None,
-             # the training loss in eval mode on as many characters as the validation split (its first windows)
+             # the training loss in eval mode on as many characters as the validation split (its first windows;
+             # 100,000 characters when there is no validation split)
              "train_loss": split_loss(model, corpus, "train", cfg.block_size, cfg.eval_batch_size, device,
                                       max_windows=val_windows)}
     trainer.load_best()
@@ -314,7 +319,8 @@ def finish(cfg: Config, run: Run, trainer, model, corpus, fit: dict[str, Any], c
                            min(fit["best_epoch"] * cfg.eval_interval, iters),
                            "val_loss": fit["best_value"]},
         speed=speed(clock, cfg) if clock["iters"] else {}, train_time_s=round(clock["train_s"], 2),
-        sample=samples[0], checkpoint=str(trainer.best_path))
+        sample=samples[0],
+        checkpoint=str(trainer.best_path if trainer.best_path.exists() else trainer.last_path))
 
 
 def make_figures(run_dir: Path) -> list[Path]:
