@@ -131,3 +131,14 @@ def test_tensorboard_event_files(tmp_path):
     run = Run("exp", {}, root=tmp_path, quiet=True, tensorboard=True)
     run.log(1, "train", {"loss": 0.5})
     assert list((run.dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_into_a_different_model_is_one_clear_error(tmp_path):
+    run = Run("t", {}, root=tmp_path, quiet=True)
+    model = nn.Linear(3, 2)
+    Trainer(run, {"m": model}, {"o": torch.optim.SGD(model.parameters(), lr=0.1)}, epochs=1, monitor=None).fit(
+        lambda e: [], lambda b: {})
+    other = nn.Linear(4, 2)
+    trainer = Trainer(run, {"m": other}, {"o": torch.optim.SGD(other.parameters(), lr=0.1)}, epochs=2, monitor=None)
+    with pytest.raises(DL1Error, match="cannot resume from .*does not fit"):
+        trainer.resume(run.dir)

@@ -31,7 +31,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         total = len(self.tensors[0])
         order = torch.randperm(total, generator=self.generator) if self.shuffle else torch.arange(total)
-        order = order[self.rank::self.world_size][: self.n]
+        order = order[self.rank::self.world_size][: self.n].to(self.tensors[0].device)  # no per-batch host copy
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             batch = tuple(t[idx] for t in self.tensors)

@@ -125,7 +125,12 @@ class Trainer:
         path = Path(source)
         if path.is_dir():
             path = path / "checkpoints" / "last.pt"
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        try:
+            self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise DL1Error(f"cannot resume from {path}: it does not fit this model/optimiser (were different "
+                           f"size flags used?): {first}") from None
         self.run.truncate_after(self.step)
         print(f"[{self.run.experiment}] resumed from {path} at epoch {self.epoch}, step {self.step}", flush=True)
 
