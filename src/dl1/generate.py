@@ -81,13 +81,13 @@ def load_gpt_checkpoint(source: str | Path, device: Any = "cpu"):
 
 def load_pretrained(name: str, device: Any = "cpu"):
     """(GPT with GPT-2 weights in eval mode, GPT-2 tokenizer)."""
-    from dl1.models.gpt import GPT, load_hf_gpt2
+    from dl1.models.gpt import GPT, hf_offline, load_hf_gpt2
 
     model = GPT.from_hf(load_hf_gpt2(name)).to(device).eval()
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=hf_offline(Path(name).is_dir()))
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise DL1Error(f"cannot load the GPT-2 tokenizer {name!r} ({first}); it downloads with the weights on first "

@@ -325,9 +325,24 @@ def load_hf_gpt2(name_or_path: str) -> nn.Module:
         raise DL1Error(f"unknown pretrained model {name_or_path!r}: use one of {', '.join(PRETRAINED)} "
                        "or a folder written by save_pretrained")
     try:
-        return GPT2LMHeadModel.from_pretrained(name_or_path).eval()
+        return GPT2LMHeadModel.from_pretrained(name_or_path, local_files_only=hf_offline(local)).eval()
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise DL1Error(f"cannot load GPT-2 weights {name_or_path!r} ({first}); they download from the Hugging Face "
                        "hub on first use (needs network, unset HF_HUB_OFFLINE) into ~/.cache/huggingface, or pass a "
                        "local folder written by GPT2LMHeadModel.save_pretrained") from None
+
+
+def hf_offline(local: bool = False) -> bool:
+    """True when the Hugging Face hub cannot be reached: then only the local cache is used, failing in about a
+    second instead of retrying for half a minute (``HF_HUB_OFFLINE=1`` or ``DL1_OFFLINE=1`` decide without a probe)."""
+    import os
+
+    if local:
+        return False
+    if any(os.environ.get(k, "0") not in ("0", "", "false", "False") for k in ("HF_HUB_OFFLINE",
+                                                                              "TRANSFORMERS_OFFLINE")):
+        return True
+    from dl1.data.vision import _online
+
+    return not _online("https://huggingface.co/")
