@@ -236,6 +236,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     if cfg.resume:
         _check_resume_vocab(cfg.resume, tok, load_checkpoint)
     clock = {"train_s": 0.0, "cpu_s": 0.0, "iters": 0}
+    last_val: dict[str, Any] = {}  # the newest validation, reused by finish() when it is of the final weights
     window = {"sum": torch.zeros((), device=device), "n": 0}
 
     def train_batches(epoch: int):
@@ -261,6 +262,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
         results = {}
         if len(corpus.val):
             results["val"] = {"loss": split_loss(model, corpus, "val", cfg.block_size, cfg.eval_batch_size, device)}
+            last_val.update(step=trainer.step, loss=results["val"]["loss"])
         eval_s = time.perf_counter() - t0
         if clock["iters"]:
             run.log(trainer.step, "speed", speed(clock, cfg), epoch=epoch, eval_s=round(eval_s, 3))
@@ -271,7 +273,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
         return results
 
     fit = trainer.fit(train_batches, train_step, evaluate, resume=cfg.resume)
-    return finish(cfg, run, trainer, model, corpus, fit, clock, prompt, iters)
+    return finish(cfg, run, trainer, model, corpus, fit, clock, prompt, iters, last_val)
 
 
 def speed(clock: dict[str, float], cfg: Config) -> dict[str, float]:
@@ -294,11 +296,15 @@ def _check_resume_vocab(resume: str, tok, load_checkpoint) -> None:
 
 
 def finish(cfg: Config, run: Run, trainer, model, corpus, fit: dict[str, Any], clock, prompt: str,
-           iters: int) -> dict[str, Any]:
+           iters: int, last_val: dict[str, Any]) -> dict[str, Any]:
     device = next(model.parameters()).device
     val_windows = max(1, (len(corpus.val) or 100_000) // cfg.block_size)
-    final = {"val_loss": split_loss(model, corpus, "val", cfg.block_size, cfg.eval_batch_size, device)
-             if len(corpus.val) else None,
+    if last_val.get("step") == trainer.step:
+        val_loss = last_val["loss"]
+    else:
+        val_loss = split_loss(model, corpus, "val", cfg.block_size, cfg.eval_batch_size, device) \
+            if len(corpus.val) else None
+    final = {"val_loss": val_loss,
              # the training loss in eval mode on as many characters as the validation split (its first windows;
              # 100,000 characters when there is no validation split)
              "train_loss": split_loss(model, corpus, "train", cfg.block_size, cfg.eval_batch_size, device,
