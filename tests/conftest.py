@@ -23,7 +23,7 @@ def _seed_and_threads():
         import torch
 
         torch.manual_seed(0)
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(1)  # tiny ops: OpenMP threads only wait on each other
     except ImportError:  # pragma: no cover
         pass
     yield

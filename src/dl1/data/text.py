@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dl1.data.vision import _online, resolve_data_dir
+from dl1.data.vision import resolve_data_dir
+from dl1.runtime import online
 from dl1.errors import DL1Error
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -67,7 +68,7 @@ def resolve_text_file(name_or_path: str, data_dir: str | Path | None = None, dow
             if (folder / n).is_file():
                 return folder / n
     target = cache_dir() / "text" / names[0]
-    if download and _online(url):
+    if download and online(url):
         return _download(url, target)
     raise DL1Error(f"{name_or_path} corpus not found in {', '.join(map(str, places))} and cannot be downloaded "
                    f"(offline): download {url} and save it as {root / names[0]}, or pass --txt_file PATH")

@@ -13,8 +13,6 @@ import gzip
 import os
 import pickle
 import shutil
-import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dl1.errors import DL1Error
+from dl1.runtime import online
 
 
 @dataclass(frozen=True)
@@ -115,27 +114,6 @@ def _from_system(info: DatasetInfo, root: Path) -> bool:
     return False
 
 
-def _online(url: str, timeout: float = 1.0) -> bool:
-    """Can we reach the download host? (bounded by ``timeout`` even when name resolution hangs)."""
-    if os.environ.get("DL1_OFFLINE", "0") not in ("0", ""):
-        return False
-    host = url.split("/")[2]
-    port = 443 if url.startswith("https") else 80
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok)
-
-
 def _missing_message(info: DatasetInfo, root: Path) -> str:
     where = info.files.format(root=root)
     return (f"{info.name} not found and cannot be downloaded (offline): download {info.url} and put the files in "
@@ -152,7 +130,7 @@ def prepare(name: str, data_dir: str | Path | None = None, download: bool = True
         return root
     if _from_system(info, root):
         return root
-    if download and _online(info.url):
+    if download and online(info.url):
         _download(info, root)
         return root
     raise DL1Error(_missing_message(info, root))

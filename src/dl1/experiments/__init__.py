@@ -60,9 +60,22 @@ def make_config(name: str, argv: list[str] | tuple[str, ...] = (), smoke: bool =
     """Build the validated Config of an experiment from defaults, ``SMOKE`` (if asked), overrides and flags."""
     module = load(name)
     base = dict(getattr(module, "SMOKE", {})) if smoke else {}
+    preset = _preset_name(list(argv)) or (overrides or {}).get("preset")
+    presets = getattr(module, "PRESETS", {})
+    if preset in presets:  # a recipe's values become the defaults; explicit flags still win
+        base = {**base, **presets[preset]}
     base.update(overrides or {})
     doc = (module.__doc__ or "").strip()
     return parse_config(module.Config, list(argv), prog=f"dl1 run {name}", description=doc, base=base)
+
+
+def _preset_name(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--preset" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--preset="):
+            return a.split("=", 1)[1]
+    return None
 
 
 def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = False,

@@ -16,9 +16,7 @@ import difflib
 import importlib
 import importlib.util
 import os
-import socket
 import sys
-import threading
 import types
 import warnings
 import zipfile
@@ -32,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dl1.errors import DL1Error
+from dl1.runtime import online
 
 # The course's architecture names (OpenAI ``clip.available_models()``) -> open_clip config names.
 COURSE_ARCHS = {
@@ -149,22 +148,8 @@ def _cached_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
 
 
 def _online(host: str = "huggingface.co", timeout: float = 1.0) -> bool:
-    """Can we reach ``host`` (bounded by ``timeout`` even when name resolution hangs)? False when HF_HUB_OFFLINE=1."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok)
+    """Can we reach ``host``? False at once when HF_HUB_OFFLINE=1."""
+    return online(host, timeout, offline_vars=("HF_HUB_OFFLINE",))
 
 
 def _is_torchscript(path: Path) -> bool:

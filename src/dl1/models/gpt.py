@@ -343,6 +343,6 @@ def hf_offline(local: bool = False) -> bool:
     if any(os.environ.get(k, "0") not in ("0", "", "false", "False") for k in ("HF_HUB_OFFLINE",
                                                                               "TRANSFORMERS_OFFLINE")):
         return True
-    from dl1.data.vision import _online
+    from dl1.runtime import online
 
-    return not _online("https://huggingface.co/")
+    return not online("https://huggingface.co/", offline_vars=("HF_HUB_OFFLINE", "DL1_OFFLINE"))

@@ -80,6 +80,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.best_metrics: dict[str, Any] = {}
         self.bad_epochs = 0
+        self._bad: torch.Tensor | None = None  # accumulated non-finite flag (GPU)
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     @property
@@ -151,16 +152,30 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.float16)
         return nullcontext()
 
+    def _check_finite(self, loss: torch.Tensor, every: int = 50) -> None:
+        """Stop on a NaN/inf loss.  On CPU every step; on GPU the flag is accumulated on the device and read every
+        ``every`` steps (a read is a host sync), so a bad loss is caught within ``every`` steps."""
+        bad = ~torch.isfinite(loss.detach()).all()
+        if loss.device.type == "cpu":
+            if bool(bad):
+                self._raise_non_finite(loss)
+            return
+        self._bad = bad if self._bad is None else (self._bad | bad)
+        if (self.step + 1) % every == 0 and bool(self._bad):
+            self._raise_non_finite(loss)
+
+    def _raise_non_finite(self, loss: torch.Tensor) -> None:
+        raise NonFiniteLossError(
+            f"loss became {loss.detach().float().mean().item()} at epoch {self.epoch + 1}, step {self.step + 1}; "
+            f"the last good checkpoint is {self.last_path if self.last_path.exists() else '(none yet)'} "
+            f"(lower --lr or resume with --resume {self.run.dir})")
+
     def backward_step(self, loss: torch.Tensor, optimizer: str | None = None,
                       parameters: Iterable[torch.Tensor] | None = None) -> None:
         """Check the loss is finite, zero this optimiser's grads, backpropagate, clip, step it and its scheduler."""
         name = optimizer or next(iter(self.optimizers))
         opt = self.optimizers[name]
-        if not bool(torch.isfinite(loss.detach()).all()):
-            raise NonFiniteLossError(
-                f"loss became {loss.detach().float().mean().item()} at epoch {self.epoch + 1}, step {self.step + 1}; "
-                f"the last good checkpoint is {self.last_path if self.last_path.exists() else '(none yet)'} "
-                f"(lower --lr or resume with --resume {self.run.dir})")
+        self._check_finite(loss)
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.clip_grad_norm:
@@ -220,6 +235,10 @@ class Trainer:
         try:
             while self.epoch < self.epochs:
                 train_metrics = self._train_epoch(train_batches(self.epoch), train_step)
+                if self._bad is not None and bool(self._bad):  # GPU: a NaN in the epoch's last steps
+                    raise NonFiniteLossError(f"loss became non-finite in epoch {self.epoch + 1}; the last good "
+                                             f"checkpoint is {self.last_path} (lower --lr or resume with --resume "
+                                             f"{self.run.dir})")
                 self.epoch += 1
                 self.run.log(self.step, "train", {**train_metrics, "lr": self.lr()}, epoch=self.epoch)
                 results = evaluate(self.epoch) if evaluate is not None else {}
