@@ -20,14 +20,6 @@ REFERENCE = {"resnet18": (69.758, 11_689_512), "vgg11": (69.020, 132_863_336), "
              "vit_b_32": (75.912, 88_224_232)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     torch.set_num_threads(1)

@@ -18,15 +18,6 @@ from dl1.runtime import Run
 from dl1.train import load_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny 32-px convolutions: one thread avoids the collapse of two-thread kernels on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cfg(**overrides):
     return make_config("resnet-transfer", smoke=True, overrides=overrides)
 

@@ -18,14 +18,13 @@ CIFAR although no weight is trained).
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from dl1.errors import DL1Error
+from dl1.runtime import online
 
 FEATURE_DIM = 512
 WEIGHTS_ENUM = "IMAGENET1K_V1"  # = ResNet18_Weights.DEFAULT
@@ -43,25 +42,6 @@ def weights_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights_url())
 
 
-def _reachable(host: str, port: int = 443, timeout: float = 1.0) -> bool:
-    """Can we open a TCP connection to ``host`` within ``timeout`` seconds (``DL1_OFFLINE=1`` -> no)?"""
-    if os.environ.get("DL1_OFFLINE", "0") not in ("0", ""):
-        return False
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok)
-
-
 def missing_weights_message() -> str:
     path = weights_file()
     return (f"ResNet-18 ImageNet weights not found and cannot be downloaded (offline): download {weights_url()} "
@@ -74,7 +54,7 @@ def check_weights(weights: str | Path | None = "imagenet") -> None:
     if weights is None or str(weights) == "random":
         return
     if str(weights) == "imagenet":
-        if not weights_file().is_file() and not _reachable("download.pytorch.org"):
+        if not weights_file().is_file() and not online(weights_url()):
             raise DL1Error(missing_weights_message())
     elif not Path(weights).is_file():
         raise DL1Error(f"--weights: file not found: {weights}")
