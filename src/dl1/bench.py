@@ -62,6 +62,12 @@ def ratio_rows(obj: Any) -> list[dict[str, Any]]:
     return rows
 
 
+# how the benchmarks name a row's case, our number and the number it is compared with
+CASE_KEYS = ("case", "name", "model", "method", "what", "preprocess", "batch_size")
+OURS_KEYS = ("ours", "ours_s", "step_s", "full_img_s", "value")
+REFERENCE_KEYS = ("reference", "baseline", "floor", "plain_s", "bare_img_s")
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
@@ -73,9 +79,9 @@ def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
     lines = []
     for name, rows in results.items():
         for r in rows:
-            case = r.get("case") or r.get("name") or r.get("model") or r.get("what") or ""
-            ours = r.get("ours", r.get("ours_s", r.get("value", "")))
-            ref = r.get("reference", r.get("baseline", r.get("floor", "")))
+            case = " ".join(str(r[k]) for k in CASE_KEYS if r.get(k) not in (None, ""))
+            ours = next((r[k] for k in OURS_KEYS if k in r), "")
+            ref = next((r[k] for k in REFERENCE_KEYS if k in r), "")
             lines.append([name, _fmt(case), _fmt(r.get("threads", "")), _fmt(ours), _fmt(ref), _fmt(r["ratio"]),
                           _fmt(r.get("goal", ""))])
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]

@@ -190,8 +190,6 @@ def _collect_figures(result: dict[str, Any], part: Part, tour_dir: Path) -> list
         return []
     out = []
     for png in sorted((run_dir / "figures").glob("*.png")):
-        if png.name == "curves.png" and len(list((run_dir / "figures").glob("*.png"))) > 1:
-            continue
         target = tour_dir / "figures" / f"{part.key}_{png.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, target)

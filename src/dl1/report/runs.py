@@ -78,15 +78,17 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
     return path
 
 
-def experiment_figures(run_dir: Path, experiment: str) -> None:
-    """Call the experiment's own ``make_figures(run_dir)`` if it has one."""
+def experiment_figures(run_dir: Path, experiment: str) -> bool:
+    """Call the experiment's own ``make_figures(run_dir)``; False if it has none."""
     try:
         module = importlib.import_module(f"dl1.experiments.{experiment.replace('-', '_')}")
     except ImportError:
-        return
+        return False
     make = getattr(module, "make_figures", None)
-    if callable(make):
-        make(Path(run_dir))
+    if not callable(make):
+        return False
+    make(Path(run_dir))
+    return True
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -105,9 +107,12 @@ def write_run_report(run_dir: Path) -> Path:
     run = read_run(run_dir)
     run_dir = Path(run_dir)
     experiment = run["config"].get("experiment", run_dir.parent.name)
-    if run["metrics"]:
+    report = run_dir / "report.md"
+    before = report.stat().st_mtime_ns if report.exists() else None
+    if not experiment_figures(run_dir, experiment) and run["metrics"]:
         plot_curves(run["metrics"], run_dir / "figures" / "curves.png", title=experiment)
-    experiment_figures(run_dir, experiment)
+    if report.exists() and report.stat().st_mtime_ns != before:
+        return report  # the experiment wrote its own report (e.g. gnn's question-by-question answers)
     argv = (run_dir / "argv.txt").read_text().strip() if (run_dir / "argv.txt").exists() else ""
     summary = {k: v for k, v in flatten(run["summary"]).items() if k not in ("run_dir",)}
     config = {k: v for k, v in run["config"].items() if k != "experiment"}
@@ -115,11 +120,12 @@ def write_run_report(run_dir: Path) -> Path:
              "## Results", "", _table([{"metric": k, "value": v} for k, v in summary.items()], ["metric", "value"]),
              "", "## Config", "", _table([{"flag": k, "value": json.dumps(v)} for k, v in config.items()],
                                          ["flag", "value"]), "", "## Figures", ""]
+    if (run_dir / "table.md").exists():  # an experiment's own table (e.g. cnn-compare)
+        parts[parts.index("## Results"):parts.index("## Results")] = [(run_dir / "table.md").read_text(), ""]
     for png in sorted((run_dir / "figures").glob("*.png")):
         parts += [f"![{png.stem}](figures/{png.name})", ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(parts) + "\n")
-    return path
+    report.write_text("\n".join(parts) + "\n")
+    return report
 
 
 def compare_runs(run_dirs: list[Path], out: Path, swept: list[str] | None = None, metric: str | None = None) -> Path:
