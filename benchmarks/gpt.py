@@ -124,6 +124,12 @@ def compare_steps(txt_file: str, data_dir: str | None, threads: int, iters: int)
     return {"threads": threads, "rounds": len(times["ours"]), **out}
 
 
+def ratio_row(tokens_per_s: float) -> dict:
+    """The row ``dl1 bench`` tabulates: our training tokens/s over nanoGPT's at 1 thread on these machines."""
+    return {"case": "training tokens/s vs nanoGPT (1 thread)", "ours": tokens_per_s,
+            "reference": NANOGPT["tokens_per_s"], "ratio": tokens_per_s / NANOGPT["tokens_per_s"], "goal": ">= 1"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(list(sys.argv[1:] if argv is None else argv))
     import torch
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             for t in args.threads:
                 ours = run_ours(args.txt_file, args.data_dir, t, args.iters, Path(tmp))
                 ab = compare_steps(args.txt_file, args.data_dir, t, args.baseline_iters)
-                rows.append({"threads": t, "run": {k: v for k, v in ours.items() if k != "run_dir"}, "steps": ab})
+                rows.append({"threads": t, "run": {k: v for k, v in ours.items() if k != "run_dir"}, "steps": ab,
+                             **ratio_row(ours["tokens_per_s"])})
                 print(f"threads {t}: run {ours['tokens_per_s']:.0f} tokens/s, val loss {ours['val_loss']:.4f}; "
                       f"steps: ours {ab['ours']['ms_per_iter']} ms, template {ab['template']['ms_per_iter']} ms",
                       flush=True)
