@@ -1,6 +1,6 @@
 """GPU check of the character-level GPT (one command, a few minutes on one GPU).
 
-    PYTHONPATH=src python3 benchmarks/gpt_gpu_check.py --out $OUT/gpt_gpu.json [--iters 5000]
+    PYTHONPATH=src python3 scripts/gpt_gpu_check.py --out $OUT/gpt_gpu.json [--iters 5000]
 
 1. On the GPU: the fused and the explicit attention paths give the same logits and gradients; causality holds.
 2. A small random GPT-2 (transformers) gives the same logits as our copy of it, on the GPU.
@@ -59,7 +59,7 @@ def check_hf(device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/gpt_gpu_check.py")
+    p = argparse.ArgumentParser(prog="scripts/gpt_gpu_check.py")
     p.add_argument("--iters", type=int, default=5000, help="iterations of the nanogpt-gpu recipe (default 5000)")
     p.add_argument("--txt_file", default="shakespeare", help="tiny Shakespeare path or 'shakespeare' (data/text/)")
     p.add_argument("--out", default="runs/bench/gpt_gpu.json")

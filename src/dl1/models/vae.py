@@ -2,7 +2,7 @@
 
 Images are 4-bit: ``[B, 1, 28, 28]`` long tensors with values 0..15.  The architecture is the course's (tutorial 9,
 GELU activations); the decoder's first transposed convolution has ``output_padding=0`` so that 4 -> 7 -> 14 -> 28.
-Plain ``nn.Module``s (no Lightning), no ``torch.distributions``.
+Plain ``nn.Module``s (no Lightning), no distribution objects from torch (the course forbids them).
 """
 
 from __future__ import annotations
