@@ -249,7 +249,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str]) -> int:
     parser = _Parser(prog="dl1 tour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=BUDGETS, default="default",
-                        help="quick (~3 min), default (~8 min) or full (the course's settings; hours on a CPU)")
+                        help="quick (a check), default (~5 min on 2 cores) or full (the course's settings: hours)")
     parser.add_argument("--parts", nargs="+", default=None, help="only these parts (default: all)")
     parser.add_argument("--data_dir", default=None, help="dataset folder (default: $DL1_DATA or ./data)")
     parser.add_argument("--txt_file", default="shakespeare", help="text for the GPT part (default: tiny Shakespeare)")
