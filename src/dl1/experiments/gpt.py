@@ -204,7 +204,7 @@ class _TimedBatches:
 def run(cfg: Config, run: Run) -> dict[str, Any]:
     from dl1.data.text import load_corpus, random_batches
     from dl1.models.gpt import GPT
-    from dl1.train import Trainer, load_checkpoint, warmup_cosine
+    from dl1.train import Trainer, load_checkpoint
 
     cfg = resolve(cfg)
     run.save_json("resolved_config.json", config_to_dict(cfg))
@@ -221,11 +221,8 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     print(f"[gpt] {corpus.path}: {len(corpus.train):,} train / {len(corpus.val):,} val characters, vocabulary "
           f"{tok.vocab_size} ({corpus.encoding}); model {model.num_params() / 1e6:.2f} M parameters "
           f"(without lm_head), {torch.get_num_threads()} thread(s), device {device}", flush=True)
-    optimizer = model.configure_optimizers(cfg)
     iters = total_iters(cfg, len(corpus.train))
-    min_lr = cfg.learning_rate / 10 if cfg.min_lr is None else cfg.min_lr
-    decay_end = iters if cfg.lr_schedule == "cosine" else 10**12
-    scheduler = warmup_cosine(optimizer, cfg.warmup_iters, decay_end, min_factor=min_lr / cfg.learning_rate)
+    optimizer, scheduler = optimisation(cfg, model, iters)
     epochs = math.ceil(iters / cfg.eval_interval)
     extra = {"tokenizer": tok.state_dict(), "model_config": model.config.to_dict(),
              "corpus": {"path": corpus.path, "encoding": corpus.encoding}}
@@ -274,6 +271,16 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 
     fit = trainer.fit(train_batches, train_step, evaluate, resume=cfg.resume)
     return finish(cfg, run, trainer, model, corpus, fit, clock, prompt, iters, last_val)
+
+
+def optimisation(cfg: Config, model, iters: int):
+    """AdamW with the course's decay groups, and warm-up then cosine decay to ``min_lr`` (default lr/10) per step."""
+    from dl1.train import warmup_cosine
+
+    optimizer = model.configure_optimizers(cfg)
+    min_lr = cfg.learning_rate / 10 if cfg.min_lr is None else cfg.min_lr
+    decay_end = iters if cfg.lr_schedule == "cosine" else 10**12
+    return optimizer, warmup_cosine(optimizer, cfg.warmup_iters, decay_end, min_factor=min_lr / cfg.learning_rate)
 
 
 def speed(clock: dict[str, float], cfg: Config) -> dict[str, float]:
