@@ -27,3 +27,20 @@ def _seed_and_threads():
     except ImportError:  # pragma: no cover
         pass
     yield
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail any network connection attempt and record it: offline paths must not even try (no retry loops, no
+    waiting on timeouts). Yields the list of attempted addresses."""
+    import socket
+
+    attempts: list = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[:2])
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a, **k: refuse(*a))
+    yield attempts
