@@ -99,7 +99,7 @@ def test_bad_flags(tmp_path, argv, message):
 
 def test_missing_weights_and_data_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(DL1Error, match="CLIP weights file not found"):
+    with pytest.raises(DL1Error, match="weights file not found"):
         execute("clip-zeroshot", ["--arch", "ViT-B/32", "--clip_weights", str(tmp_path / "missing.pt")],
                 out_dir=tmp_path, quiet=True)
     with pytest.raises(DL1Error, match="cifar10 not found"):

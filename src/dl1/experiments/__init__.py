@@ -90,6 +90,7 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     continues = not getattr(cfg, "evaluate", False) and not getattr(module, "EVALUATION_ONLY", False)
     if run_dir is None and resume and continues and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
         run_dir = resume  # continue training in the interrupted run's own folder
+    preflight(module, cfg)
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the run folder
     run = Run(name, config_to_dict(cfg), root=out_dir, argv=[sys.argv[0], "run", name, *argv],
               directory=run_dir, quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard)
@@ -98,6 +99,24 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     except DL1Error:
         _discard_if_empty(run)
         raise
+
+
+def preflight(module: ModuleType, cfg: Any) -> None:
+    """Fail on a missing weights file or dataset before the experiment imports torch or creates its run folder (the
+    error then comes in ~0.1 s instead of seconds), then run the experiment's own ``preflight(cfg)`` if it has one."""
+    for flag in ("clip_weights", "weights"):  # an explicit weights file that is not there
+        value = getattr(cfg, flag, None)
+        if isinstance(value, str) and value not in ("", "imagenet", "random") and not Path(value).is_file():
+            raise DL1Error(f"--{flag}: weights file not found: {value}")
+    name, synthetic = getattr(cfg, "dataset", None), getattr(cfg, "synthetic_data", False)
+    if isinstance(name, str) and hasattr(cfg, "data_dir") and not synthetic:
+        from dl1.data import vision
+
+        if name in vision.DATASETS:
+            vision.prepare(name, cfg.data_dir)
+    check = getattr(module, "preflight", None)
+    if callable(check):
+        check(cfg)
 
 
 def _discard_if_empty(run: Any) -> None:

@@ -65,6 +65,8 @@ class Config:
             raise UsageError(f"--prompt_template must contain '{{}}' exactly once, got {self.prompt_template!r}")
         if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
             raise UsageError("--class_names: the names must be distinct")
+        if self.arch == TINY_ARCH and self.clip_weights:
+            raise UsageError(f"--arch {TINY_ARCH} is a random test model; it takes no --clip_weights")
 
 
 SMOKE = {"arch": TINY_ARCH, "synthetic_data": True, "batch_size": 8, "num_workers": 0, "max_batches": 0,
@@ -77,8 +79,6 @@ def _clip(cfg: Config, device):
     from dl1.models.clip import load_clip, tiny_clip
 
     if cfg.arch == TINY_ARCH:
-        if cfg.clip_weights:
-            raise UsageError(f"--arch {TINY_ARCH} is a random test model; it takes no --clip_weights")
         return tiny_clip(device=device)
     return load_clip(cfg.arch, weights=cfg.clip_weights, device=device)
 
