@@ -16,13 +16,14 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dl1.config import arg, config_to_dict
 from dl1.errors import DL1Error, UsageError
 from dl1.runtime import Run, choose_device, read_jsonl, seed_everything
+
+if TYPE_CHECKING:  # torch is imported inside the functions: a missing dataset is reported before it loads
+    import torch
 
 TINY_ARCH = "tiny-test"  # a tiny RANDOM CLIP (dl1.models.clip.tiny_clip): smoke runs and tests only
 # the prompt's structure: taken from the checkpoint when evaluating a saved prompt
@@ -142,6 +143,7 @@ def batch_preprocess(cfg: Config, preprocess, device: torch.device):
 
 
 def raw_split(dataset, indices, prepare) -> RawSplit:
+    import torch
     images = torch.from_numpy(dataset.data)  # (N, 32, 32, 3) uint8
     targets = torch.as_tensor(dataset.targets, dtype=torch.long)
     if indices is not None:
@@ -181,6 +183,8 @@ def load_splits(cfg: Config, preprocess, run: Run, device: torch.device) -> dict
 
 def build_model(cfg: Config, bundle, classes: list[str], device: torch.device):
     """``VisualPromptCLIP`` or ``DeepPromptCLIP`` on the frozen CLIP, with the text classifier of ``classes``."""
+    import torch
+
     from dl1.models.clip import text_features
     from dl1.models.prompt_clip import DeepPromptCLIP, VisualPromptCLIP
     from dl1.models.prompters import build_prompter
@@ -206,6 +210,8 @@ def build_model(cfg: Config, bundle, classes: list[str], device: torch.device):
 
 def make_optimizer(cfg: Config, model, steps_per_epoch: int):
     """SGD on the prompt only, with the per-step warm-up + cosine schedule over ``epochs * steps_per_epoch``."""
+    import torch
+
     from dl1.train import warmup_cosine
 
     params = [p for _, p in model.trainable_parameters()]
@@ -258,19 +264,20 @@ def loader(dataset, cfg: Config, device: torch.device, *, shuffle: bool = False,
                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda"), cfg.max_batches, clock)
 
 
-@torch.no_grad()
 def evaluate(model, batches, device: torch.device, amp: bool = True, label_offset: int = 0) -> dict[str, float]:
     """Sample-weighted cross-entropy and top-1 (percent) over ``batches``; targets shifted by ``label_offset``."""
+    import torch
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
     use_amp = amp and device.type == "cuda"
-    for images, targets in batches:
-        images, targets = images.to(device, non_blocking=True), targets.to(device) + label_offset
-        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-            logits = model(images)  # (B, C)
-        loss_sum += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
-        correct += int((logits.argmax(dim=-1) == targets).sum())
-        n += targets.numel()
+    with torch.no_grad():
+        for images, targets in batches:
+            images, targets = images.to(device, non_blocking=True), targets.to(device) + label_offset
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                logits = model(images)  # (B, C)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
+            correct += int((logits.argmax(dim=-1) == targets).sum())
+            n += targets.numel()
     if n == 0:
         raise DL1Error("evaluation saw no images (empty split?)")
     return {"loss": loss_sum / n, "top1": 100.0 * correct / n, "n": n}
@@ -281,6 +288,7 @@ def evaluate(model, batches, device: torch.device, amp: bool = True, label_offse
 # ---------------------------------------------------------------------------------------------------------------------
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:
+    import torch
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -323,6 +331,8 @@ def save_initial_prompt(model, run: Run) -> None:
 
 def train(cfg: Config, run: Run, model, data: dict[str, Any], device: torch.device):
     """The Trainer loop: shuffled training batches, validation top-1 monitored, per-step schedule, checkpoints."""
+    import torch
+
     from dl1.train import Trainer
 
     steps_per_epoch = len(loader(data["train"], cfg, device))
@@ -362,6 +372,7 @@ def checkpoint_extra(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
 def final_evaluation(cfg: Config, run: Run, model, data: dict[str, Any], device: torch.device,
                      step: int) -> dict[str, Any]:
     """Validation and test (clean, and noisy with ``--test_noise``) accuracy of the loaded (best) prompt."""
+    import torch
     results = {}
     for split in ("val", "test", "test_noisy"):
         if split in data:
@@ -436,6 +447,7 @@ def restore_prompt(model, prompt: dict[str, Any], path: str | Path) -> None:
 
 def evaluate_checkpoint(cfg: Config, run: Run, device: torch.device) -> dict[str, Any]:
     """``--evaluate``: test top-1 of a saved prompt, clean and (with ``--test_noise``) noisy."""
+    import torch
     prompt, saved = load_prompt_checkpoint(cfg.resume, device)
     cfg = checkpoint_config(cfg, saved)
     bundle = load_bundle(cfg, device)
@@ -481,6 +493,8 @@ def make_figures(run_dir: Path) -> list[Path]:
 
 def prompt_images(saved: dict[str, Any], state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
     """Visual prompt -> two (3, H, W) images: the course's clamp(1 + v) and the pixel-space change on mid-grey."""
+    import torch
+
     from dl1.models.clip import OPENAI_STD
     from dl1.models.prompters import RandomPatchPrompter, build_prompter
 

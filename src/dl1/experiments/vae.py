@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dl1.config import arg, config_from_dict
 from dl1.errors import UsageError
 from dl1.runtime import Run, choose_device, read_jsonl, seed_everything
+
+if TYPE_CHECKING:  # torch is imported inside the functions: a missing dataset is reported before it loads
+    import torch
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 SAMPLES_DIR = "samples"
@@ -55,6 +57,8 @@ SMOKE = {"dataset": "synthetic", "epochs": 2, "num_filters": 4, "z_dim": 2, "bat
 # -- data --------------------------------------------------------------------------------------------------------------
 def load_4bit(cfg: Config, run: Run) -> dict[str, torch.Tensor]:
     """``{"train", "val", "test"}`` -> uint8 tensors ``[N, 1, 28, 28]`` with values 0..15."""
+    import torch
+
     from dl1.data.vision import load_arrays
     from dl1.models.vae import discretize
 
@@ -84,15 +88,16 @@ def log_baseline(data: dict[str, torch.Tensor], run: Run) -> dict[str, float]:
 
 
 # -- evaluation and samples -------------------------------------------------------------------------------------------
-@torch.no_grad()
 def evaluate_split(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
     """Per-image means over a whole split of ``bpd``, ``reconstruction_loss``, ``regularization_loss``, ``ELBO``."""
+    import torch
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=images.device)
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].long()  # (B, 1, 28, 28)
-        rec, reg, _ = model(x)
-        totals += torch.stack([rec, reg, rec + reg]).double() * len(x)
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].long()  # (B, 1, 28, 28)
+            rec, reg, _ = model(x)
+            totals += torch.stack([rec, reg, rec + reg]).double() * len(x)
     rec, reg, elbo = (totals / len(images)).tolist()
     from dl1.losses import elbo_to_bpd
 
@@ -102,6 +107,7 @@ def evaluate_split(model: torch.nn.Module, images: torch.Tensor, batch_size: int
 
 def save_samples(model, run: Run, epoch: int, seed: int, n: int = 64) -> Path:
     """Draw ``n`` samples with a generator seeded by ``(seed, epoch)`` and store them as uint8 in ``samples/``."""
+    import torch
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed * 1000 + epoch)
     model.eval()
@@ -117,6 +123,8 @@ def save_samples(model, run: Run, epoch: int, seed: int, n: int = 64) -> Path:
 # -- training ----------------------------------------------------------------------------------------------------------
 def train(cfg: Config, run: Run, model, data: dict[str, torch.Tensor], device: torch.device) -> Any:
     """Fit with the shared Trainer (Adam, bpd as the loss, best checkpoint on val/bpd); returns (trainer, result)."""
+    import torch
+
     from dl1.data.loaders import TensorBatches
     from dl1.train import Trainer
 
@@ -185,6 +193,8 @@ def _best_model(run_dir: Path):
 
 def make_figures(run_dir: str | Path, model=None) -> list[Path]:
     """Rebuild every figure of a run folder: sample grids, learning curves, and the manifold when z_dim = 2."""
+    import torch
+
     from dl1.report.generative import plot_learning_curves, save_image_grid, save_png, visualize_manifold
 
     run_dir = Path(run_dir)
