@@ -5,6 +5,8 @@ The course's ``train_mlp_pytorch.py``: ``[Linear → (BatchNorm1d) → ELU] × h
 every epoch.  Trained by the shared engine (best checkpoint on ``val/acc``, resumable); the best-validation weights are
 evaluated on the test split.  Writes ``metrics.jsonl``, ``summary.json`` (test accuracy, confusion matrix, per-class
 precision/recall/F-β), ``checkpoints/{best,last}.pt`` and ``figures/{curves,confusion_matrix,f_beta}.png``.
+Under ``torchrun --nproc_per_node N -m dl1 run mlp-pytorch ...`` it trains with DistributedDataParallel (gloo on CPUs,
+NCCL on GPUs), each rank on its shard of every epoch; rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -57,19 +59,21 @@ def fit(cfg: Config, run: Run, model, data: dict[str, Any]) -> tuple[Any, dict[s
     import torch.nn.functional as F
 
     from dl1.data.loaders import TensorBatches
-    from dl1.train import Trainer
+    from dl1.train import Trainer, distributed
 
+    info = distributed.env_info()  # under torchrun: DDP, each rank trains on its own shard of every epoch
+    trained = distributed.wrap(model, info)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    trainer = Trainer(run, {"model": model}, {"sgd": optimizer}, epochs=cfg.epochs, monitor="val/acc", mode="max",
+    trainer = Trainer(run, {"model": trained}, {"sgd": optimizer}, epochs=cfg.epochs, monitor="val/acc", mode="max",
                       device=model.device, desc="mlp-pytorch")
 
     def batches(epoch: int) -> TensorBatches:
         return TensorBatches(data["x_train"], data["y_train"], batch_size=cfg.batch_size, shuffle=True,
-                             seed=cfg.seed, epoch=epoch, drop_last=True)
+                             seed=cfg.seed, epoch=epoch, drop_last=True, rank=info.rank, world_size=info.world_size)
 
     def train_step(batch) -> dict[str, Any]:
         x, y = batch                                                                               # (B, M), (B,)
-        logits = model(x)                                                                          # (B, C)
+        logits = trained(x)                                                                        # (B, C)
         loss = F.cross_entropy(logits, y)
         trainer.backward_step(loss)
         return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
@@ -84,9 +88,11 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     import torch
 
     from dl1.models.mlp import MLP
+    from dl1.train import distributed
 
+    info = distributed.init_distributed()  # a no-op unless launched by torchrun
     seed_everything(cfg.seed)
-    device = choose_device(cfg.device)
+    device = distributed.device_for(info) if info.enabled else choose_device(cfg.device)
     arrays = load_flat(cfg.dataset, cfg.data_dir, cfg.seed, cfg.batch_size)
     data = {f"{k}_{s}": torch.from_numpy(getattr(arrays, f"{k}_{s}")).to(device)
             for k in ("x", "y") for s in ("train", "val", "test")}
@@ -99,7 +105,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     summary = run.finish(test_accuracy=test["acc"], best_epoch=result["best_epoch"], val_accuracies=val_accs,
                          dataset=arrays.name, synthetic=arrays.name == "synthetic", device=str(device),
                          test=test_section(probs, arrays.y_test, test["loss"], arrays.classes))
-    make_figures(run.dir)
+    if run.enabled:
+        make_figures(run.dir)
+    distributed.cleanup()
     return summary
 
 
