@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from dl1.config import arg, config_to_dict
 from dl1.errors import DL1Error, UsageError
+from dl1.report import save_figure
 from dl1.runtime import Run, choose_device, read_jsonl, seed_everything
 
 if TYPE_CHECKING:  # torch is imported inside the functions: a missing dataset is reported before it loads
@@ -540,8 +541,7 @@ def plot_prompt(saved: dict[str, Any], ckpt: Path, out: Path, when: str) -> Path
     if saved.get("arch") == TINY_ARCH or saved.get("synthetic_data"):
         fig.text(0.01, 0.01, "smoke run: tiny random CLIP, synthetic data", fontsize=7, color="gray")
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    save_figure(fig, out, dpi=90)
     return out
 
 
@@ -576,8 +576,6 @@ def plot_curves(run_dir: Path, saved: dict[str, Any]) -> Path | None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = run_dir / "figures" / "prompt_curves.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 

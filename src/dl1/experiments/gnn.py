@@ -18,6 +18,7 @@ import numpy as np
 from dl1 import gnn
 from dl1.config import arg
 from dl1.errors import UsageError
+from dl1.report import save_figure
 from dl1.runtime import Run
 
 TOL = 1e-9  # a "max abs difference" below this is float rounding: the two sides are equal
@@ -279,8 +280,7 @@ def _figure_graphs(plt, course: dict[str, Any], path: Path) -> Path:
         _annotated_matrix(axes[1, k], A, f"adjacency matrix A ({name})")
     fig.suptitle("Q3.1a: the course's graphs (Figure 4) and their adjacency matrices")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -294,8 +294,7 @@ def _figure_walks(plt, course: dict[str, Any], path: Path) -> Path:
             _annotated_matrix(axes[r, k], gnn.walk_counts(A, n), f"{name}: A^{n} {ok}", cmap="Oranges")
     fig.suptitle("Q3.1b/c: (Aⁿ)_uv counts the walks of length n from u to v")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -316,8 +315,7 @@ def _figure_attention(plt, attention: dict[str, Any], path: Path) -> Path:
                  f"{[p + 1 for p in attention['perm']]})\nmoves α with them (right column = 0) only without positional "
                  f"encodings")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -332,8 +330,7 @@ def _figure_graph_attention(plt, attention: dict[str, Any], path: Path) -> Path:
     fig.suptitle(r"Q3.5: attention masked to the graph (softmax over $\mathcal{N}(v) \cup \{v\}$); "
                  "width ∝ (α_uv + α_vu)/2")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -366,8 +363,7 @@ def _figure_checks(plt, per_size: dict[str, Any], path: Path) -> Path:
     ax.set_title("Checks on random G(N, p) graphs: '=' claims sit at rounding level, '≠' claims are O(1)")
     ax.legend(fontsize=8, ncol=len(sizes))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -19,6 +19,7 @@ import torch
 
 from dl1.config import arg, config_to_dict
 from dl1.errors import DL1Error, UsageError
+from dl1.report import save_figure
 from dl1.runtime import Run, choose_device, read_jsonl, seed_everything
 
 # nanoGPT's CPU recipe (README "I only have a macbook"): its config/train_shakespeare_char.py with the CPU overrides
@@ -361,9 +362,7 @@ def make_figures(run_dir: Path) -> list[Path]:
     ax.legend()
     fig.tight_layout()
     path = Path(run_dir) / "figures" / "gpt_loss.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return [path]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from dl1.config import arg
 from dl1.errors import UsageError
+from dl1.report import save_figure
 from dl1.runtime import Run
 
 SPLIT_SEED = 42  # the course's train/validation split seed (independent of --seed)
@@ -292,7 +293,5 @@ def make_figures(run_dir: Path) -> list[Path]:
     b.legend()
     fig.tight_layout()
     path = Path(run_dir) / "figures" / "resnet_transfer_curves.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return [path]

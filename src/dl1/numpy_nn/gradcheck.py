@@ -15,19 +15,7 @@ def rel_error(x: np.ndarray, y: np.ndarray) -> float:
 
 def eval_numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-5) -> np.ndarray:
     """dF/dx for a scalar function ``f`` by central differences, perturbing ``x`` in place (restored after)."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
-    while not it.finished:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + h
-        plus = float(f(x))
-        x[i] = old - h
-        minus = float(f(x))
-        x[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-        it.iternext()
-    return grad
+    return eval_numerical_gradient_array(lambda v: np.float64(f(v)), x, np.float64(1.0), h)
 
 
 def eval_numerical_gradient_array(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, df: np.ndarray,

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from dl1.report import save_figure
+
 SNAPSHOTS = "snapshots"
 
 
@@ -96,8 +98,7 @@ def progress_figure(snaps: dict[int, dict[str, np.ndarray]], key: str, path: Pat
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return Path(path)
 
 
@@ -129,8 +130,7 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str = "") ->
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return Path(path)
 
 
@@ -150,8 +150,7 @@ def latent_figure(codes: np.ndarray, labels: np.ndarray, classes: list[str], pat
     ax.legend(fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_aspect("equal", adjustable="datalim")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return Path(path)
 
 

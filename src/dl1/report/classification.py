@@ -19,6 +19,7 @@ import numpy as np
 
 from dl1.errors import DL1Error
 from dl1.metrics import confusion_matrix_to_metrics
+from dl1.report import save_figure
 from dl1.runtime import read_jsonl
 
 BETAS = (0.1, 1.0, 10.0)
@@ -110,9 +111,7 @@ def plot_f_beta(confusion: np.ndarray, classes: Sequence[str], path: str | Path,
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dl1.report import save_figure
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -74,7 +76,5 @@ def plot_predictions(images: np.ndarray, logits: np.ndarray, classnames: Sequenc
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi=dpi)
     return path

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dl1.report import save_figure
 from dl1.runtime import read_jsonl
 
 TABLE_KEYS = ("label", "params", "top1", "ms_per_image_no_grad", "ms_per_image_grad", "memory_mb_no_grad",
@@ -128,10 +129,7 @@ def make_report(run_dir: Path) -> list[Path]:
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def report_markdown(rows: dict[str, dict[str, Any]], ctx: dict[str, Any]) -> str:

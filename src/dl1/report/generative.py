@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dl1.report import save_figure
 from dl1.runtime import read_jsonl
 
 
@@ -109,7 +110,5 @@ def plot_learning_curves(metrics_path: str | Path, path: str | Path, title: str 
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

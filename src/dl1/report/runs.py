@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dl1.report import save_figure
 from dl1.runtime import read_jsonl
 
 SKIP_KEYS = {"step", "split", "epoch", "time"}
@@ -72,9 +73,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -183,7 +182,5 @@ def _plot_sweep(rows: list[dict[str, Any]], swept: list[str], metric: str, path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
