@@ -72,9 +72,11 @@ def test_truncated_gzip_idx_is_reported(tmp_path):
 
 def test_unreachable_host_is_given_up_quickly(monkeypatch, no_network):
     """Without DL1_OFFLINE the probe tries once; a refused connection means offline, and the message follows."""
-    from dl1.runtime import online
+    from dl1.hub import online
 
     monkeypatch.setenv("DL1_OFFLINE", "0")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
     assert online("https://www.cs.toronto.edu/~kriz/x.tar.gz") is False
     assert len(no_network) == 1 and "www.cs.toronto.edu" in str(no_network[0])
 

@@ -17,12 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dl1.config import Parser
 from dl1.errors import DL1Error, UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(f"dl1 bench: {message}")
 
 
 def bench_dir() -> Path:
@@ -91,7 +87,7 @@ def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = _Parser(prog="dl1 bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="dl1 bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all); see benchmarks/")
     parser.add_argument("--quick", action="store_true", help="small sizes (a check that they run, not a measurement)")
     parser.add_argument("--out_dir", type=Path, default=Path("runs") / "bench", help="where JSON results go")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -19,9 +20,12 @@ from dl1.errors import UsageError
 
 
 def arg(default: Any, help: str, *, choices: Sequence[Any] | None = None, min: float | None = None,
-        max: float | None = None, min_inclusive: bool = True, flag: str | None = None) -> Any:
-    """A config field with its help text, optional choices and numeric range (``min``/``max``)."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_inclusive": min_inclusive, "flag": flag}
+        max: float | None = None, min_inclusive: bool = True, flag: str | None = None,
+        allow_inf: bool = False) -> Any:
+    """A config field with its help text, optional choices and numeric range (``min``/``max``).  NaN always fails
+    the range check; infinity too unless ``allow_inf``."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_inclusive": min_inclusive, "flag": flag,
+            "allow_inf": allow_inf}
     if isinstance(default, list | dict | set):
         raise TypeError("use tuples for sequence defaults (configs are frozen)")
     return dataclasses.field(default=default, metadata=meta)
@@ -42,7 +46,9 @@ def _resolve(tp: Any) -> tuple[Any, bool, bool]:
     return tp, False, optional
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """The argument parser of every dl1 command: a bad flag is one line (``prog: message``), exit status 2."""
+
     def error(self, message: str) -> typing.NoReturn:  # one line, exit 2
         raise UsageError(f"{self.prog}: {message}")
 
@@ -59,7 +65,7 @@ def _optional_type(elem: Any):
 
 def build_parser(config_cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:
     """An argparse parser whose flags are the dataclass fields, each with its default in the help."""
-    parser = _Parser(prog=prog, description=description, allow_abbrev=False,
+    parser = Parser(prog=prog, description=description, allow_abbrev=False,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
@@ -99,8 +105,12 @@ def _check_range(name: str, value: Any, meta: Any) -> None:
     values = value if isinstance(value, tuple) else (value,)
     lo, hi = meta.get("min"), meta.get("max")
     for v in values:
-        if v is None or isinstance(v, str):
+        if v is None or isinstance(v, str | bool):
             continue
+        if isinstance(v, float) and not math.isfinite(v) and not meta.get("allow_inf", False):
+            raise UsageError(f"--{name}: {v} is not a finite number; allowed: {_range_text(meta)}")
+        if isinstance(v, float) and math.isnan(v):
+            raise UsageError(f"--{name}: nan is not a number; allowed: {_range_text(meta)}")
         bad_lo = lo is not None and (v < lo if meta.get("min_inclusive", True) else v <= lo)
         bad_hi = hi is not None and v > hi
         if bad_lo or bad_hi:

@@ -12,9 +12,7 @@ import math
 import os
 import platform
 import random
-import socket
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -51,28 +49,6 @@ def choose_device(preference: str = "auto"):
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def online(target: str, timeout: float = 1.0, offline_vars: tuple[str, ...] = ("DL1_OFFLINE",)) -> bool:
-    """Can we reach ``target`` (a URL or a host name)?  Bounded by ``timeout`` even when name resolution hangs;
-    False at once when any of ``offline_vars`` is set (e.g. ``DL1_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``)."""
-    if any(os.environ.get(v, "0") not in ("0", "", "false", "False") for v in offline_vars):
-        return False
-    host = target.split("/")[2] if "://" in target else target
-    port = 80 if target.startswith("http://") else 443
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok)
 
 
 def env_info() -> dict[str, Any]:
@@ -143,6 +119,22 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def checkpoint_file(source: str | Path, prefer: str = "best") -> Path:
+    """The checkpoint a path names: a file as it is; a run folder's ``checkpoints/best.pt`` then ``last.pt``
+    (``prefer="last"``, for resuming: ``last.pt`` then ``best.pt``).  Raises :class:`DL1Error` when there is none."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise DL1Error(f"checkpoint not found: {path}")
+    order = ("best.pt", "last.pt") if prefer == "best" else ("last.pt", "best.pt")
+    for folder in (path / "checkpoints", path):
+        for name in order:
+            if (folder / name).is_file():
+                return folder / name
+    raise DL1Error(f"no checkpoint in {path} (looked for checkpoints/{order[0]} and checkpoints/{order[1]})")
 
 
 def _format_value(v: Any) -> str:

@@ -20,12 +20,8 @@ from datetime import datetime
 from pathlib import Path
 
 from dl1 import experiments
+from dl1.config import Parser
 from dl1.errors import DL1Error, UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(f"dl1 sweep: {message}")
 
 
 def parse_grid(specs: list[str], valid: list[str]) -> dict[str, list[str]]:
@@ -70,7 +66,7 @@ def main(argv: list[str]) -> int:
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
-    parser = _Parser(prog="dl1 sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="dl1 sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="experiment name (dl1 list)")
     parser.add_argument("--grid", action="append", required=True, help='"flag=v1,v2,..." (repeatable)')
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (default: 1, sequential)")

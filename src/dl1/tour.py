@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dl1 import experiments
+from dl1.config import Parser
 from dl1.errors import DL1Error, UsageError
 from dl1.report.runs import flatten
 
@@ -240,13 +241,8 @@ def write_reports(tour_dir: Path, rows: list[dict[str, Any]], budget: str) -> tu
     return tour_dir / "report.md", tour_dir / "report.html"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(f"dl1 tour: {message}")
-
-
 def main(argv: list[str]) -> int:
-    parser = _Parser(prog="dl1 tour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="dl1 tour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=BUDGETS, default="default",
                         help="quick (a check), default (~5 min on 2 cores) or full (the course's settings: hours)")
     parser.add_argument("--parts", nargs="+", default=None, help="only these parts (default: all)")

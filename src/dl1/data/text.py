@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dl1.data.vision import resolve_data_dir
-from dl1.runtime import online
+from dl1.hub import online
 from dl1.errors import DL1Error
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"

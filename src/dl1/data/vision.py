@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dl1.errors import DL1Error
-from dl1.runtime import online
+from dl1.hub import online
 
 
 @dataclass(frozen=True)

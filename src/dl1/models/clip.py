@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dl1.errors import DL1Error
-from dl1.runtime import online
+from dl1.hub import online
 
 # The course's architecture names (OpenAI ``clip.available_models()``) -> open_clip config names.
 COURSE_ARCHS = {
@@ -149,7 +149,7 @@ def _cached_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
 
 def _online(host: str = "huggingface.co", timeout: float = 1.0) -> bool:
     """Can we reach ``host``? False at once when HF_HUB_OFFLINE=1."""
-    return online(host, timeout, offline_vars=("HF_HUB_OFFLINE",))
+    return online(host, timeout)
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -336,13 +336,9 @@ def load_hf_gpt2(name_or_path: str) -> nn.Module:
 def hf_offline(local: bool = False) -> bool:
     """True when the Hugging Face hub cannot be reached: then only the local cache is used, failing in about a
     second instead of retrying for half a minute (``HF_HUB_OFFLINE=1`` or ``DL1_OFFLINE=1`` decide without a probe)."""
-    import os
 
     if local:
         return False
-    if any(os.environ.get(k, "0") not in ("0", "", "false", "False") for k in ("HF_HUB_OFFLINE",
-                                                                              "TRANSFORMERS_OFFLINE")):
-        return True
-    from dl1.runtime import online
+    from dl1.hub import online
 
-    return not online("https://huggingface.co/", offline_vars=("HF_HUB_OFFLINE", "DL1_OFFLINE"))
+    return not online("https://huggingface.co/")

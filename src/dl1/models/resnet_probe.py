@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from dl1.errors import DL1Error
-from dl1.runtime import online
+from dl1.hub import online
 
 FEATURE_DIM = 512
 WEIGHTS_ENUM = "IMAGENET1K_V1"  # = ResNet18_Weights.DEFAULT

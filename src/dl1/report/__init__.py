@@ -1,17 +1,31 @@
-"""Figures and reports computed from run folders (Agg backend only)."""
+"""Figures and reports computed from run folders.
+
+Figures are ``matplotlib.figure.Figure`` objects drawn without pyplot, so dl1 never switches the global matplotlib
+backend (a notebook user's inline backend stays as it is) and needs no display."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``path`` (creating its folder) and close it; returns the path."""
-    import matplotlib.pyplot as plt
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.0, 4.0), squeeze: bool = True,
+               **subplot_kw: Any) -> tuple[Any, Any]:
+    """A ``(Figure, axes)`` pair like ``plt.subplots``, built on ``matplotlib.figure.Figure`` (no pyplot, no
+    global backend)."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(nrows, ncols, squeeze=squeeze, **subplot_kw)
+    return fig, axes
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` (creating its folder); returns the path.  A pyplot figure is also closed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    if "matplotlib.pyplot" in sys.modules:  # a figure made with pyplot by a caller: release it
+        sys.modules["matplotlib.pyplot"].close(fig)
     return path

@@ -3,21 +3,16 @@ with several runs (or a sweep folder) also write one comparison table."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from dl1.config import Parser
 from dl1.errors import UsageError
 from dl1.report.runs import compare_runs, is_run_dir, write_run_report
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(f"dl1 report: {message}")
-
-
 def main(argv: list[str]) -> int:
-    parser = _Parser(prog="dl1 report", description=__doc__)
+    parser = Parser(prog="dl1 report", description=__doc__)
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders, or a folder of runs (e.g. a sweep)")
     parser.add_argument("--out", type=Path, default=None,
                         help="comparison file (default: SWEEP/report.md for a sweep, else ./comparison.md)")

@@ -15,9 +15,11 @@ non-finite-loss guard.  An iteration-based run (GPT) is an "epoch" of ``eval_int
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
@@ -60,7 +62,8 @@ class Trainer:
                  schedulers: dict[str, Any] | None = None, clip_grad_norm: float | None = None,
                  patience: int | None = None, device: torch.device | None = None, amp: bool = False,
                  extra_state: Callable[[], dict[str, Any]] | None = None, desc: str | None = None,
-                 checkpoint_every: int = 1, on_epoch_end: Callable[[int, dict], None] | None = None):
+                 checkpoint_every: int = 1, on_epoch_end: Callable[[int, dict], None] | None = None,
+                 max_batches: int = 0):
         if mode not in ("min", "max"):
             raise ValueError("mode must be 'min' or 'max'")
         self.run, self.modules, self.optimizers = run, modules, optimizers
@@ -74,6 +77,10 @@ class Trainer:
         self.desc = desc or run.experiment
         self.checkpoint_every = checkpoint_every
         self.on_epoch_end = on_epoch_end
+        self.max_batches = max_batches  # at most this many training batches per epoch (0: all)
+        self.train_time_s = 0.0  # wall seconds spent in training epochs (batches + steps, no evaluation)
+        self.train_cpu_s = 0.0   # process CPU seconds of the same
+        self.train_batches = 0   # training batches seen by this process (not restored on resume)
         self.epoch = 0           # epochs completed
         self.step = 0            # optimisation steps completed (of the first optimiser)
         self.best_value: float | None = None
@@ -215,14 +222,23 @@ class Trainer:
         totals: dict[str, Any] = {}
         n = 0
         total = len(batches) if hasattr(batches, "__len__") else None
+        if self.max_batches:
+            total = self.max_batches if total is None else min(total, self.max_batches)
+            batches = itertools.islice(batches, self.max_batches)
         bar = tqdm(batches, total=total, desc=f"{self.desc} epoch {self.epoch + 1}/{self.epochs}",
                    disable=not show_progress(), leave=False, dynamic_ncols=True)
-        for batch in bar:
-            metrics = train_step(batch)
-            for k, v in metrics.items():
-                v = v.detach() if isinstance(v, torch.Tensor) else v
-                totals[k] = totals.get(k, 0.0) + v
-            n += 1
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            for batch in bar:
+                metrics = train_step(batch)
+                for k, v in metrics.items():
+                    v = v.detach() if isinstance(v, torch.Tensor) else v
+                    totals[k] = totals.get(k, 0.0) + v
+                n += 1
+        finally:
+            self.train_time_s += time.perf_counter() - t0
+            self.train_cpu_s += time.process_time() - c0
+            self.train_batches += n
         return {k: _scalar(v) / max(n, 1) for k, v in totals.items()}
 
     def fit(self, train_batches: Callable[[int], Iterable], train_step: Callable[[Any], dict],
@@ -270,4 +286,6 @@ class Trainer:
                   f"checkpoint is kept. Resume with: --resume {self.run.dir}", file=sys.stderr, flush=True)
             raise
         return {"best_epoch": self.best_epoch, "best_value": self.best_value, "best_metrics": self.best_metrics,
-                "epochs_run": self.epoch, "steps": self.step, "stopped_early": stopped_early}
+                "epochs_run": self.epoch, "steps": self.step, "stopped_early": stopped_early,
+                "train_time_s": round(self.train_time_s, 3), "train_cpu_s": round(self.train_cpu_s, 3),
+                "train_batches": self.train_batches}
