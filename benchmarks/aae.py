@@ -55,14 +55,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """Training and test images as float32 ``(N, 784)`` in [-1, 1], the same subsets the autoencoder uses."""
-    from dl1.data.vision import load_arrays
+    from dl1.data.images import first, uint8_images
 
-    a = load_arrays(args.dataset, args.data_dir, val_size=0, seed=args.seed, dtype="uint8")
-    xtr, xte = a.x_train, a.x_test
-    if args.train_size:
-        xtr = xtr[: args.train_size]
-    if args.test_size:
-        xte = xte[: args.test_size]
+    a = uint8_images(args.dataset, args.data_dir, val_size=0, seed=args.seed)
+    xtr, xte = first(a.x_train, args.train_size), first(a.x_test, args.test_size)
     f = lambda x: x.reshape(len(x), -1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # noqa: E731
     return f(xtr), f(xte)
 

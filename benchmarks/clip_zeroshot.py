@@ -96,9 +96,11 @@ def full_rate(cfg, zs, clip, dataset, device, repeats: int) -> tuple[float, dict
 def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
     import torch
 
+    from dl1.data.clip import BatchPreprocess, load_clip_dataset
     from dl1.data.fake import write_cifar
     from dl1.experiments.clip_zeroshot import Config, make_batches
-    from dl1.models.clip import BatchPreprocess, ZeroshotCLIP, load_clip_dataset, random_clip
+    from dl1.hub.clip import random_clip
+    from dl1.models.clip import ZeroshotCLIP
     from dl1.runtime import choose_device
 
     if args.threads:

@@ -7,7 +7,7 @@ plain forward + backward of the same frozen model, so that the cost of the promp
 ``Trainer.backward_step`` (backward, SGD lr 40 momentum 0.9 on the prompt, the warm-up + cosine scheduler step).
 "plain" is ``encode_image`` -> cosine logits -> cross-entropy -> backward to the input pixels of the same frozen model
 (the least a prompt step can cost: the gradient must cross the whole image tower), measured in the same run with the
-same thread count.  The weights are random (``dl1.models.clip.random_clip``): speed does not depend on them.
+same thread count.  The weights are random (``dl1.hub.clip.random_clip``): speed does not depend on them.
 Reported: the median of ``--repeats`` timed steps after ``--warmup`` untimed ones.
 """
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DL1_PROGRESS", "0")
     import torch
 
-    from dl1.models.clip import random_clip
+    from dl1.hub.clip import random_clip
     from dl1.runtime import choose_device, env_info
 
     device = choose_device(args.device)

@@ -123,7 +123,7 @@ def measure_ours(args: argparse.Namespace, data: dict, device) -> dict[str, floa
     from dl1.runtime import Run
 
     cfg = Config(z_dim=args.z_dim, num_filters=args.num_filters, batch_size=args.batch_size, epochs=1,
-                 seed=args.seed, sample_every=10**6)
+                 seed=args.seed, sample_every=10_000)
     torch.manual_seed(args.seed)
     model = VAE(args.num_filters, args.z_dim).to(device)
     instrument = device.type != "cuda"

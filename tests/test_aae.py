@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dl1.data.images import class_cycle_indices as fixed_test_indices
 from dl1.experiments import execute
-from dl1.experiments.aae import Config, build, fixed_test_indices, make_train_step, scale, snapshot_epochs
+from dl1.experiments.aae import Config, build, make_train_step, scale, snapshot_epochs
 from dl1.models.aae import AdversarialAE, ConvDecoder, ConvEncoder, Discriminator
 
 LN2 = math.log(2.0)
@@ -266,7 +267,7 @@ def test_smoke_run_on_fake_idx_files_and_resume(tmp_path):
     snaps = sorted(p.name for p in (folder / "snapshots").iterdir())
     assert snaps == ["epoch_000.npz", "epoch_001.npz", "epoch_002.npz"]
     assert (folder / "figures" / "aae_latent.png").exists() and (folder / "checkpoints" / "last.pt").exists()
-    with np.load(folder / "snapshots" / "epoch_002.npz") as snap:
+    with np.load(folder / "snapshots" / "epoch_002.npz", allow_pickle=False) as snap:
         assert snap["codes"].shape == (24, 2) and snap["samples"].shape == (16, 1, 28, 28)
 
     # a 1-epoch run continued to 2 epochs in its own folder gives the numbers of the uninterrupted 2-epoch run
@@ -278,7 +279,8 @@ def test_smoke_run_on_fake_idx_files_and_resume(tmp_path):
     from pathlib import Path
 
     last = Path("snapshots") / "epoch_002.npz"
-    with np.load(folder / last) as a, np.load(Path(resumed["run_dir"]) / last) as b:
+    with (np.load(folder / last, allow_pickle=False) as a,
+          np.load(Path(resumed["run_dir"]) / last, allow_pickle=False) as b):
         assert np.abs(a["samples"].astype(int) - b["samples"].astype(int)).max() <= 1
 
 
@@ -330,3 +332,29 @@ def test_benchmark_pca_and_table_on_fake_files(tmp_path, capsys):
     assert res["n_train"] == 40 and res["n_test"] == 16 and ae["ratio"] == pytest.approx(ae["test_mse"] /
                                                                                          res["pca"]["test_mse"])
     assert isinstance(res["beats_pca"], bool) and "PCA, 8 components" in capsys.readouterr().out
+
+
+def test_too_big_a_step_is_refused_before_training(tmp_path, monkeypatch):
+    import dl1.generate
+    from dl1.errors import DL1Error
+
+    monkeypatch.setattr(dl1.generate, "available_memory", lambda device: 8 * 2**20)
+    with pytest.raises(DL1Error, match=r"^training the AAE .* needs about .* what fits: --batch_size \d+$"):
+        execute("aae", ["--batch_size", "512"], smoke=True, out_dir=tmp_path, quiet=True)
+    assert not (tmp_path / "aae").exists() or not any((tmp_path / "aae").iterdir())
+
+
+def test_synthetic_and_real_images_come_as_uint8(tmp_path):
+    from dl1.data.fake import write_idx
+    from dl1.data.images import cluster_images, first, uint8_images
+
+    a = cluster_images(seed=3)
+    assert a.x_train.dtype == np.uint8 and a.x_train.shape == (256, 1, 28, 28) and a.x_test.shape == (64, 1, 28, 28)
+    assert np.array_equal(a.x_train, cluster_images(seed=3).x_train)
+    write_idx(tmp_path, "mnist", n_train=30, n_test=10)
+    real = uint8_images("mnist", tmp_path, val_size=5, seed=0)
+    assert real.x_train.shape == (25, 1, 28, 28) and real.x_val.shape == (5, 1, 28, 28)
+    assert real.x_test.dtype == np.uint8
+    fake = uint8_images("synthetic", None, val_size=16, seed=0, fake_idx_dir=tmp_path / "fake")
+    assert len(fake.x_train) + len(fake.x_val) == 96 and len(fake.x_test) == 32
+    assert len(first(real.x_test, 4)) == 4 and len(first(real.x_test, 0)) == 10

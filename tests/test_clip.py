@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dl1.data import clip as D
 from dl1.errors import DL1Error
+from dl1.hub import clip as H
 from dl1.models import clip as C
 
 TINY = {"embed_dim": 32, "quick_gelu": True,
@@ -77,20 +79,20 @@ def test_preprocess_gives_model_input(tiny):
 
 # -- names and loading errors ------------------------------------------------------------------------------------------
 def test_course_names_map_to_open_clip():
-    assert C.open_clip_name("ViT-B/32") == "ViT-B-32"
-    assert C.open_clip_name("ViT-B/16") == "ViT-B-16"
-    assert C.open_clip_name("RN50") == "RN50"
-    assert C.open_clip_name("ViT-B-32") == "ViT-B-32"
+    assert H.open_clip_name("ViT-B/32") == "ViT-B-32"
+    assert H.open_clip_name("ViT-B/16") == "ViT-B-16"
+    assert H.open_clip_name("RN50") == "RN50"
+    assert H.open_clip_name("ViT-B-32") == "ViT-B-32"
 
 
 def test_unknown_architecture_names_close_matches():
     with pytest.raises(DL1Error, match=r"unknown CLIP architecture 'ViT-B/31'.*ViT-B/32"):
-        C.load_clip("ViT-B/31")
+        H.load_clip("ViT-B/31")
 
 
 def test_missing_checkpoint_file_is_one_clear_line(tmp_path):
     with pytest.raises(DL1Error, match="CLIP weights file not found") as info:
-        C.load_clip("ViT-B/32", weights=tmp_path / "nope.pt")
+        H.load_clip("ViT-B/32", weights=tmp_path / "nope.pt")
     assert "\n" not in str(info.value)
 
 
@@ -98,7 +100,7 @@ def test_garbage_checkpoint_file(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DL1Error, match="cannot read CLIP weights"):
-        C.load_clip("ViT-B/32", weights=bad)
+        H.load_clip("ViT-B/32", weights=bad)
 
 
 def test_offline_without_cached_weights_fails_fast(tmp_path, monkeypatch, no_network):
@@ -106,13 +108,13 @@ def test_offline_without_cached_weights_fails_fast(tmp_path, monkeypatch, no_net
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(DL1Error, match=r"not cached and the network is unavailable.*ViT-B-32.pt.*--clip_weights"):
-        C.load_clip("ViT-B/32", cache_dir=str(tmp_path / "clip_cache"))
+        H.load_clip("ViT-B/32", cache_dir=str(tmp_path / "clip_cache"))
     assert no_network == []  # fails at once: no download attempt, no retries
 
 
 def test_tag_without_weights():
     with pytest.raises(DL1Error, match="no 'openai' weights for CLIP ViT-B-16-plus"):
-        C.load_clip("ViT-B-16-plus", pretrained="openai")
+        H.load_clip("ViT-B-16-plus", pretrained="openai")
 
 
 # -- weight files ------------------------------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ def _same_weights(a, b):
 def test_open_clip_state_dict_round_trip(tiny, tiny_config, tmp_path):
     path = tmp_path / "tiny.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in tiny.model.state_dict().items()}}, path)
-    loaded = C.load_clip(tiny_config, weights=path)
+    loaded = H.load_clip(tiny_config, weights=path)
     assert _same_weights(loaded.model, tiny.model)
     assert not loaded.model.training and not any(p.requires_grad for p in loaded.model.parameters())
     assert loaded.weights == str(path) and not loaded.random_init
@@ -136,7 +138,7 @@ def test_open_clip_state_dict_round_trip(tiny, tiny_config, tmp_path):
 def test_openai_torchscript_archive(tiny, tiny_config, tmp_path):
     path = tmp_path / "openai.pt"
     torch.jit.save(torch.jit.script(tiny.model), str(path))
-    loaded = C.load_clip(tiny_config, weights=path)
+    loaded = H.load_clip(tiny_config, weights=path)
     assert loaded.info["weights_format"] == "openai_torchscript" and loaded.info["quick_gelu"]
     assert _same_weights(loaded.model, tiny.model)
 
@@ -145,7 +147,7 @@ def test_weights_of_another_architecture(tiny, tiny_config, tmp_path):
     path = tmp_path / "tiny.pt"
     torch.save(tiny.model.state_dict(), path)
     with pytest.raises(DL1Error, match=r"do not fit CLIP dl1-tiny-wide.*other shapes.*wrong --arch"):
-        C.load_clip("dl1-tiny-wide", weights=path)
+        H.load_clip("dl1-tiny-wide", weights=path)
 
 
 # -- text features and logits ------------------------------------------------------------------------------------------
@@ -233,8 +235,8 @@ def test_load_clip_dataset_with_and_without_noise(tiny, tmp_path):
     from dl1.data.fake import write_cifar
 
     write_cifar(tmp_path, "cifar10", n_train=10, n_test=6)
-    clean = C.load_clip_dataset("cifar10", "test", tiny.preprocess, tmp_path)
-    noisy = C.load_clip_dataset("cifar10", "test", tiny.preprocess, tmp_path, test_noise=True)
+    clean = D.load_clip_dataset("cifar10", "test", tiny.preprocess, tmp_path)
+    noisy = D.load_clip_dataset("cifar10", "test", tiny.preprocess, tmp_path, test_noise=True)
     assert len(clean) == 6 and clean.classes[0] == "airplane"
     (x, y), (xn, yn) = clean[0], noisy[0]
     assert x.shape == (3, 64, 64) and y == yn
@@ -271,7 +273,7 @@ def test_batch_preprocess_is_bit_identical_to_pil(h, w, size, crop):
 
     pre = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(crop), T.ToTensor(),
                      T.Normalize(C.OPENAI_MEAN, C.OPENAI_STD)])
-    batch = C.BatchPreprocess.from_preprocess(pre)
+    batch = D.BatchPreprocess.from_preprocess(pre)
     images = np.random.default_rng(h + w).integers(0, 256, size=(4, h, w, 3), dtype=np.uint8)
     expected = torch.stack([pre(Image.fromarray(a)) for a in images])
     assert torch.equal(batch(torch.from_numpy(images)), expected)
@@ -283,8 +285,8 @@ def test_batch_preprocess_of_the_clip_bundle_and_noise(tiny):
 
     images = np.random.default_rng(1).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
     expected = torch.stack([tiny.preprocess(Image.fromarray(a)) for a in images])
-    assert torch.equal(C.BatchPreprocess.from_preprocess(tiny.preprocess)(torch.from_numpy(images)), expected)
-    noisy = C.BatchPreprocess.from_preprocess(tiny.preprocess, noise_std=0.1)(torch.from_numpy(images))
+    assert torch.equal(D.BatchPreprocess.from_preprocess(tiny.preprocess)(torch.from_numpy(images)), expected)
+    noisy = D.BatchPreprocess.from_preprocess(tiny.preprocess, noise_std=0.1)(torch.from_numpy(images))
     assert 0.09 < (noisy - expected).std().item() < 0.11
 
 
@@ -292,10 +294,10 @@ def test_batch_preprocess_refuses_other_pipelines():
     from torchvision import transforms as T
 
     bilinear = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize(C.OPENAI_MEAN, C.OPENAI_STD)])
-    assert C.BatchPreprocess.from_preprocess(bilinear) is None
+    assert D.BatchPreprocess.from_preprocess(bilinear) is None
     flipped = T.Compose([T.Resize(64, interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(),
                          T.ToTensor(), T.Normalize(C.OPENAI_MEAN, C.OPENAI_STD)])
-    assert C.BatchPreprocess.from_preprocess(flipped) is None
+    assert D.BatchPreprocess.from_preprocess(flipped) is None
 
 
 def test_pretrained_tag_found_in_the_caches(tiny, tiny_config, tmp_path, monkeypatch):
@@ -309,15 +311,15 @@ def test_pretrained_tag_found_in_the_caches(tiny, tiny_config, tmp_path, monkeyp
     save_file(state, str(snapshot / "open_clip_model.safetensors"))
     (tmp_path / "models--someorg--tiny-clip" / "refs").mkdir()
     (tmp_path / "models--someorg--tiny-clip" / "refs" / "main").write_text("abc123")
-    monkeypatch.setattr(C, "_pretrained_cfg", lambda name, tag: {"hf_hub": "someorg/tiny-clip/", "quick_gelu": True})
-    loaded = C.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
+    monkeypatch.setattr(H, "pretrained_cfg", lambda name, tag: {"hf_hub": "someorg/tiny-clip/", "quick_gelu": True})
+    loaded = H.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
     assert loaded.weights.endswith("open_clip_model.safetensors") and loaded.pretrained == "mytag"
     assert type(loaded.model.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"  # the tag's activation
     assert _same_weights(loaded.model, tiny.model)
 
     torch.save(state, tmp_path / "tiny-clip.pt")
-    monkeypatch.setattr(C, "_pretrained_cfg", lambda name, tag: {"url": "https://example.org/x/tiny-clip.pt"})
-    loaded = C.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
+    monkeypatch.setattr(H, "pretrained_cfg", lambda name, tag: {"url": "https://example.org/x/tiny-clip.pt"})
+    loaded = H.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
     assert loaded.weights == str(tmp_path / "tiny-clip.pt") and _same_weights(loaded.model, tiny.model)
 
 
@@ -331,9 +333,9 @@ def test_download_path_forces_the_tags_activation(monkeypatch):
         seen.update(kwargs, name=name)
         raise RuntimeError("no network in tests")
 
-    monkeypatch.setattr(C, "_online", lambda *a, **k: True)
-    monkeypatch.setattr(C, "_cached_file", lambda cfg, cache_dir: None)
+    monkeypatch.setattr(H, "online", lambda *a, **k: True)
+    monkeypatch.setattr(H, "cached_file", lambda cfg, cache_dir: None)
     monkeypatch.setattr(open_clip, "create_model_and_transforms", fake_create)
     with pytest.raises(DL1Error, match="downloading CLIP ViT-B/32 'openai' weights failed"):
-        C.load_clip("ViT-B/32")
+        H.load_clip("ViT-B/32")
     assert seen["name"] == "ViT-B-32" and seen["pretrained"] == "openai" and seen["force_quick_gelu"] is True

@@ -151,7 +151,7 @@ def test_deep_prompt_run_trains_only_the_tokens(tmp_path):
 
 
 def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    import dl1.experiments.clip_prompt as cp
+    import dl1.models.prompt_clip as cp  # the evaluation loop the run calls
 
     args = ["--method", "random_patch", "--prompt_size", "4", "--epochs", "3"]
     full = execute("clip-prompt", args, smoke=True, out_dir=tmp_path / "full", quiet=True, overrides=QUIET)
@@ -194,7 +194,8 @@ def test_resume_with_another_prompt_is_refused(vp_run, tmp_path):
 
 
 def test_cross_dataset_offsets_cifar100_labels_by_10(vp_run, tmp_path):
-    from dl1.experiments.clip_cross_dataset import OffsetTargets, weighted_total
+    from dl1.data.clip import OffsetTargets
+    from dl1.experiments.clip_cross_dataset import weighted_total
 
     base = [(torch.zeros(1), k) for k in (0, 5, 99)]
     assert [t for _, t in OffsetTargets(base, 10)] == [10, 15, 109]

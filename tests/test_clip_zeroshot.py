@@ -34,9 +34,10 @@ def test_smoke_run_writes_metrics_and_figure_and_rebuilds_it(tmp_path):
 
 def test_top1_top5_are_sample_weighted_over_the_whole_split(tmp_path):
     """Batch size 7 over 24 test images (last batch of 3): the counts must equal a per-image recount."""
+    from dl1.data.clip import load_clip_dataset
     from dl1.data.fake import write_cifar
     from dl1.experiments.clip_zeroshot import evaluate
-    from dl1.models.clip import ZeroshotCLIP, load_clip_dataset, tiny_clip
+    from dl1.models.clip import ZeroshotCLIP, tiny_clip
 
     write_cifar(tmp_path, "cifar10", n_train=10, n_test=24, seed=3)
     clip = tiny_clip()

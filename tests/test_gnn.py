@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,18 +248,17 @@ def test_masked_attention_uses_only_graph_edges():
 # ---------------------------------------------------------------------------------------------------------------------
 
 def test_draw_graph_draws_every_edge():
-    import matplotlib.pyplot as plt
+    from dl1.report import new_figure
 
     pos = gnn.circular_layout(7, centre=[0])
     assert np.allclose(pos[0], 0) and np.allclose(np.linalg.norm(pos[1:], axis=1), 1)
-    fig, (ax1, ax2) = plt.subplots(1, 2)
+    _, (ax1, ax2) = new_figure(1, 2)
     gnn.draw_graph(ax1, gnn.course_graph("wheel"), pos)
     assert len(ax1.lines) == 12
     weights = np.random.default_rng(0).random((4, 4))
     gnn.draw_graph(ax2, np.ones((4, 4)) - np.eye(4), weights=weights)
     widths = [line.get_linewidth() for line in ax2.lines]
     assert len(widths) == 6 and max(widths) == pytest.approx(5.5)
-    plt.close(fig)
 
 
 def test_gnn_module_does_not_import_torch_or_matplotlib():
@@ -307,3 +307,33 @@ def test_gnn_experiment_bad_flags(tmp_path):
     with pytest.raises(UsageError, match="no node with two neighbours"):
         experiments.execute("gnn", ["--edge_prob", "1e-9", "--sizes", "5"], out_dir=tmp_path, quiet=True)
     assert not (tmp_path / "gnn").exists() or not any((tmp_path / "gnn").glob("*/summary.json"))
+
+
+def test_total_walks_is_the_sum_of_the_power_and_never_overflows():
+    A = gnn.course_graph("wheel")
+    assert [gnn.total_walks(A, n) for n in range(5)] == [float(gnn.walk_counts(A, n).sum()) for n in range(5)]
+    complete = np.ones((500, 500), dtype=np.int64) - np.eye(500, dtype=np.int64)
+    assert gnn.total_walks(complete, 8) == pytest.approx(500 * 499.0 ** 8)  # int64 Aⁿ would wrap around
+
+
+def test_gnn_flags_out_of_range_or_too_big_are_refused_at_parse_time():
+    from dl1 import experiments
+
+    with pytest.raises(UsageError, match="--seed: -1 is out of range"):
+        experiments.make_config("gnn", ["--seed", "-1"])
+    with pytest.raises(UsageError, match="--walk_budget"):
+        experiments.make_config("gnn", ["--walk_budget", str(10**12)])
+    with pytest.raises(UsageError, match=r"the MLP on \[A, X\] would have .* GiB"):
+        experiments.make_config("gnn", ["--sizes", "500", "--features", "512", "--hidden", "512"])
+
+
+def test_gnn_report_of_a_damaged_run_folder_is_one_line(tmp_path):
+    from dl1 import experiments
+    from dl1.errors import DL1Error
+    from dl1.experiments.gnn import make_figures
+
+    summary = experiments.execute("gnn", smoke=True, out_dir=tmp_path, quiet=True)
+    graphs = tmp_path / "gnn" / Path(summary["run_dir"]).name / "graphs.json"
+    graphs.write_text(graphs.read_text()[:100])
+    with pytest.raises(DL1Error, match="graphs.json"):
+        make_figures(graphs.parent)

@@ -277,9 +277,10 @@ def test_from_hf_gives_the_same_logits():
 
 def test_from_pretrained_folder_and_generate_cli(tmp_path, capsys):
     from dl1.cli import main
+    from dl1.hub.gpt2 import from_pretrained
 
     hf = _tiny_hf_gpt2(tmp_path)
-    model = GPT.from_pretrained(str(tmp_path)).eval()
+    model = from_pretrained(str(tmp_path)).eval()
     idx = torch.randint(0, 257, (1, 10))
     with torch.no_grad():
         torch.testing.assert_close(model(idx)[0], hf(idx).logits, rtol=1e-4, atol=1e-4)
@@ -351,13 +352,12 @@ def test_run_without_validation_split(tmp_path):
 
 def test_preset_and_size_flags():
     from dl1.experiments import make_config
-    from dl1.experiments.gpt import resolve
 
-    cfg = resolve(make_config("gpt", ["--preset", "nanogpt-cpu", "--block_size", "32"]))
+    cfg = make_config("gpt", ["--preset", "nanogpt-cpu", "--block_size", "32"])
     assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.train_batch_size, cfg.max_iters) == (4, 4, 128, 12, 2000)
     assert cfg.block_size == 32 and cfg.dropout == 0.0 and cfg.min_lr == 1e-4 and cfg.betas == (0.9, 0.99)
     with pytest.raises(UsageError, match="all three"):
-        resolve(make_config("gpt", ["--n_layer", "2"]))
+        make_config("gpt", ["--n_layer", "2"])
     with pytest.raises(UsageError, match="two values"):
         make_config("gpt", ["--betas", "0.9"])
 

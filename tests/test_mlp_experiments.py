@@ -52,12 +52,13 @@ def test_smoke_run_on_synthetic_data(name, argv, tmp_path):
 
 
 def test_numpy_best_checkpoint_reproduces_test_accuracy(tmp_path):
-    from dl1.experiments.mlp_numpy import evaluate, load_flat
+    from dl1.data.vision import load_flat
+    from dl1.experiments.mlp_numpy import evaluate
     from dl1.numpy_nn import MLP
 
     summary = execute("mlp-numpy", ["--epochs", "3", "--hidden_dims", "16", "8"], smoke=True, out_dir=tmp_path,
                       quiet=True)
-    state = np.load(Path(summary["run_dir"]) / "checkpoints" / "best.npz")
+    state = np.load(Path(summary["run_dir"]) / "checkpoints" / "best.npz", allow_pickle=False)
     assert int(state["epoch"]) == summary["best_epoch"]
     data = load_flat("synthetic", None, 42, 64)
     model = MLP(data.n_inputs, [16, 8], data.n_classes)
@@ -107,3 +108,9 @@ def test_figures_from_a_hand_written_run_folder(tmp_path):
     assert all(p.stat().st_size > 5000 for p in paths)
     with pytest.raises(DL1Error, match="metrics.jsonl"):
         make_classification_figures(tmp_path / "nothing")
+
+
+def test_unknown_device_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="--device: Invalid device string: 'tpu7'"):
+        execute("mlp-pytorch", ["--device", "tpu7"], smoke=True, out_dir=tmp_path, quiet=True)
+    assert not any(p.is_dir() for p in tmp_path.rglob("*"))

@@ -11,6 +11,7 @@ from dl1.data.vision import AddGaussianNoise
 from dl1.errors import DL1Error, UsageError
 from dl1.experiments import execute, make_config
 from dl1.experiments import resnet_transfer as rt
+from dl1.hub import torchvision as tv_hub
 from dl1.models import resnet_probe
 from dl1.runtime import Run
 from dl1.train import load_checkpoint
@@ -27,7 +28,7 @@ def _run(tmp_path, name="r"):
 # -- the model --------------------------------------------------------------------------------------------------------
 def test_get_model_freezes_everything_but_a_fresh_fc():
     torch.manual_seed(0)
-    model = resnet_probe.get_model(100, "random")
+    model = resnet_probe.get_model(100)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["fc.weight", "fc.bias"]
     assert model.fc.weight.shape == (100, 512)
@@ -43,7 +44,7 @@ def test_training_changes_only_fc_and_leaves_the_backbone_state_dict_unchanged(t
     cfg = _cfg(cache_features="off", epochs=1)
     run = _run(tmp_path)
     data = rt.build_data(cfg, run)
-    model = resnet_probe.get_model(data.num_classes, "random")
+    model = resnet_probe.get_model(data.num_classes)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rt.train_model(model, data, cfg, run, torch.device("cpu"))
     after = model.state_dict()
@@ -58,7 +59,7 @@ def test_bn_mode_train_moves_the_running_statistics_but_no_weight(tmp_path):
     cfg = _cfg(cache_features="off", epochs=1, bn_mode="train")
     run = _run(tmp_path)
     data = rt.build_data(cfg, run)
-    model = resnet_probe.get_model(data.num_classes, "random")
+    model = resnet_probe.get_model(data.num_classes)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rt.train_model(model, data, cfg, run, torch.device("cpu"))
     after = model.state_dict()
@@ -154,7 +155,7 @@ def test_missing_weights_offline_fail_fast_with_the_file_and_folder(tmp_path, mo
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("DL1_OFFLINE", "1")
     with pytest.raises(DL1Error) as info:
-        resnet_probe.get_model(100, "imagenet")
+        tv_hub.resnet18_state_dict("imagenet")
     assert no_network == []  # fails at once: no download attempt
     msg = str(info.value)
     assert "resnet18-f37072fd.pth" in msg and str(tmp_path / "torch_home" / "hub" / "checkpoints") in msg
@@ -165,27 +166,27 @@ def test_missing_weights_offline_fail_fast_with_the_file_and_folder(tmp_path, mo
 
 def test_weights_from_a_local_file(tmp_path):
     torch.manual_seed(1)
-    source = resnet_probe.load_resnet18("random")
+    source = resnet_probe.build_resnet18()
     path = tmp_path / "r18.pth"
     torch.save(source.state_dict(), path)
-    model = resnet_probe.get_model(10, str(path))
+    model = resnet_probe.get_model(10, tv_hub.resnet18_state_dict(str(path)))
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert model.fc.out_features == 10
     torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(DL1Error, match="not a torchvision ResNet-18"):
-        resnet_probe.get_model(10, str(tmp_path / "bad.pth"))
+        resnet_probe.get_model(10, tv_hub.resnet18_state_dict(str(tmp_path / "bad.pth")))
     with pytest.raises(DL1Error, match="file not found"):
-        resnet_probe.check_weights(str(tmp_path / "missing.pth"))
+        tv_hub.check_weights(str(tmp_path / "missing.pth"))
 
 
 def test_weights_found_in_the_torch_hub_cache_are_used_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     monkeypatch.setenv("DL1_OFFLINE", "1")
     torch.manual_seed(2)
-    source = resnet_probe.load_resnet18("random")
-    resnet_probe.weights_file().parent.mkdir(parents=True)
-    torch.save(source.state_dict(), resnet_probe.weights_file())
-    model = resnet_probe.get_model(100, "imagenet")
+    source = resnet_probe.build_resnet18()
+    tv_hub.weights_file().parent.mkdir(parents=True)
+    torch.save(source.state_dict(), tv_hub.weights_file())
+    model = resnet_probe.get_model(100, tv_hub.resnet18_state_dict("imagenet"))
     assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
 
 

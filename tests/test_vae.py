@@ -262,3 +262,39 @@ def test_bad_flags_are_usage_errors():
     with pytest.raises(UsageError, match="resume"):
         make_config("vae", ["--resume", "/no/such/run"])
     assert make_config("vae", []).dataset == "mnist" and make_config("vae", []).epochs == 80
+
+
+def test_too_big_a_step_is_one_line_saying_what_fits(tmp_path, monkeypatch):
+    import dl1.generate
+    from dl1.errors import DL1Error
+    from dl1.experiments import execute
+    from dl1.models.vae import VAE, check_step_memory
+
+    need = 16 * sum(p.numel() for p in VAE(4, 2).parameters()) + 4 * 100 * VAE.activation_floats(4)
+    check_step_memory(lambda: VAE(4, 2), VAE.activation_floats(4), 100, need, what="the VAE", where="cpu")  # fits
+    with pytest.raises(DL1Error, match=r"what fits: --batch_size 99$"):
+        check_step_memory(lambda: VAE(4, 2), VAE.activation_floats(4), 100, need - 1, what="the VAE", where="cpu")
+    monkeypatch.setattr(dl1.generate, "available_memory", lambda device: 2**20)
+    with pytest.raises(DL1Error, match=r"^training the VAE .* on --batch_size 4096 needs about .* GiB .*--batch_size"):
+        execute("vae", ["--batch_size", "4096"], smoke=True, out_dir=tmp_path, quiet=True)
+    assert not (tmp_path / "vae").exists() or not any((tmp_path / "vae").iterdir())  # no run folder left
+
+
+def test_snapshots_are_arrays_only_a_pickle_inside_is_refused(tmp_path):
+    from dl1.errors import DL1Error
+    from dl1.report.generative import load_epoch_arrays, save_epoch_arrays
+
+    save_epoch_arrays(tmp_path / "samples", 3, images=np.zeros((2, 1, 28, 28), np.uint8))
+    assert load_epoch_arrays(tmp_path / "samples")[3]["images"].shape == (2, 1, 28, 28)
+    assert [p.name for p in (tmp_path / "samples").iterdir()] == ["epoch_003.npz"]  # no temporary file left
+
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    np.savez(tmp_path / "samples" / "epoch_004.npz", images=np.array([Payload()], dtype=object))
+    with pytest.raises(DL1Error, match="epoch_004.npz: not a readable snapshot"):
+        load_epoch_arrays(tmp_path / "samples")
+    assert not marker.exists()

@@ -19,6 +19,7 @@ from typing import Any
 
 from dl1.config import Parser
 from dl1.errors import DL1Error, UsageError
+from dl1.runtime import check_output_folder
 
 
 def bench_dir() -> Path:
@@ -98,6 +99,7 @@ def main(argv: list[str]) -> int:
             close = difflib.get_close_matches(n, known, n=1)
             raise UsageError(f"dl1 bench: unknown benchmark {n!r}" + (f"; did you mean {close[0]}?" if close
                                                                        else f"; known: {', '.join(known)}"))
+    check_output_folder(args.out_dir, "--out_dir")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {}
     failed = []

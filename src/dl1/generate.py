@@ -3,36 +3,49 @@
     dl1 generate --checkpoint runs/gpt/<stamp> --prompt "ROMEO:" --max_new_tokens 300 --top_k 10
     dl1 generate --pretrained gpt2 --prompt "Yesterday I went to the " --num_samples 10 --max_new_tokens 15
 
-A checkpoint holds the model weights, its configuration and the character tokenizer, so no corpus is needed.
+A checkpoint holds the model weights, its configuration and the character tokenizer, so no corpus is needed.  It is
+read with torch.load(weights_only=True) (tensors and plain containers only: nothing in the file can run), and what it
+stores is checked before the model is built: every size a whole number, a tokenizer as long as the vocabulary, weights
+of the shapes the configuration gives, all finite.  GPT-2 weights: see --pretrained.  The memory the model needs for
+--num_samples is checked against what the device has free before anything is allocated.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dl1.config import arg, parse_config
-from dl1.errors import DL1Error, UsageError
+from dl1.errors import DL1Error, UsageError, first_line
+from dl1.models.gpt_config import GPTConfig
+
+if TYPE_CHECKING:
+    from dl1.data.text import CharTokenizer
+
+MAX_TOKENS = 100_000  # the most tokens a flag may ask to generate (or sample during training)
 
 
 @dataclass(frozen=True)
 class Config:
     checkpoint: str | None = arg(None, "A GPT checkpoint (.pt) or a 'dl1 run gpt' run folder (uses its best.pt).")
     pretrained: str | None = arg(None, "GPT-2 weights through transformers: gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
-                                       "or a folder written by save_pretrained (with its tokenizer files).")
+                                       "or a folder written by save_pretrained (with its tokenizer files). A folder's "
+                                       "model.safetensors is preferred; a pytorch_model.bin is read with "
+                                       "weights_only=True (a pickle holding anything but tensors is refused).")
     prompt: str = arg("", "Text to continue (empty: a newline for character models, <|endoftext|> for GPT-2).")
-    max_new_tokens: int = arg(200, "Tokens (characters for a character model) to generate per sample.", min=1)
+    max_new_tokens: int = arg(200, "Tokens (characters for a character model) to generate per sample.", min=1,
+                              max=MAX_TOKENS)
     num_samples: int = arg(3, "Number of samples.", min=1, max=256)
-    temperature: float = arg(1.0, "Softmax temperature (lower = more conservative).", min=0.0, min_inclusive=False)
-    top_k: int | None = arg(None, "Sample only among the k most likely tokens.", min=1)
+    temperature: float = arg(1.0, "Softmax temperature (lower = more conservative; towards 0 sampling becomes "
+                                  "greedy).", min=0.0, max=1000.0, min_inclusive=False)
+    top_k: int | None = arg(None, "Sample only among the k most likely tokens.", min=1, max=10**7)
     top_p: float | None = arg(None, "Nucleus sampling: the smallest set of tokens with probability >= p.",
                               min=0.0, max=1.0, min_inclusive=False)
     do_sample: bool = arg(True, "Sample (--no-do_sample: greedy, always the most likely token).")
-    seed: int = arg(0, "Random seed of the sampling.")
+    seed: int = arg(0, "Random seed of the sampling.", min=0, max=2**32 - 1)
     device: str = arg("auto", "Device: auto, cpu, cuda, mps.")
 
     def check(self) -> None:
@@ -53,52 +66,130 @@ class HFTokenizer:
         return self.tokenizer.decode(list(ids))
 
 
-def checkpoint_path(source: str | Path) -> Path:
-    path = Path(source)
-    if path.is_dir():
-        for name in ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise DL1Error(f"no checkpoints/best.pt or last.pt in {path}")
-    return path
+# -- memory ----------------------------------------------------------------------------------------------------------
+def available_memory(device: Any) -> int | None:
+    """Bytes free for new tensors on ``device``: CUDA's free memory, the system's available memory on CPU (Linux
+    MemAvailable, else free pages); None where unknown (then nothing is checked)."""
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if kind == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    if kind != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
-def load_gpt_checkpoint(source: str | Path, device: Any = "cpu"):
-    """(model in eval mode, CharTokenizer) from a checkpoint written by ``dl1 run gpt``."""
+def check_fits(config: GPTConfig, batch_size: int, device: Any, *, training: bool, batch_flag: str,
+               block_flag: str | None = None, context: int | None = None) -> None:
+    """One line saying what fits when ``config`` on ``batch_size`` windows of ``context`` tokens (default its block
+    size) cannot fit in ``device``'s free memory."""
+    cuda = getattr(device, "type", str(device)) == "cuda"
+    config.check_memory(batch_size, available_memory(device), training=training, where=str(device),
+                        batch_flag=batch_flag, block_flag=block_flag, cuda=cuda, context=context)
+
+
+# -- loading ---------------------------------------------------------------------------------------------------------
+@dataclass
+class GPTCheckpoint:
+    """What a ``dl1 run gpt`` checkpoint holds, checked: its model config (resolved), tokenizer and weights."""
+
+    path: Path
+    config: GPTConfig
+    tokenizer: CharTokenizer
+    weights: dict[str, Any]
+    extra: dict[str, Any]
+
+
+def read_gpt_checkpoint(path: str | Path, device: Any = "cpu", mmap: bool = False) -> GPTCheckpoint:
+    """Read and check a checkpoint written by ``dl1 run gpt``; anything unusable is one-line :class:`DL1Error`."""
     from dl1.data.text import CharTokenizer
-    from dl1.models.gpt import GPT, GPTConfig
     from dl1.train import load_checkpoint
 
-    path = checkpoint_path(source)
-    state = load_checkpoint(path, map_location=device)
-    extra = state.get("extra") or {}
-    if "model_config" not in extra or "tokenizer" not in extra or "model" not in state.get("modules", {}):
+    path = Path(path)
+    state = load_checkpoint(path, map_location=device, mmap=mmap)
+    extra = state.get("extra") if isinstance(state, dict) else None
+    modules = state.get("modules") if isinstance(state, dict) else None
+    if not isinstance(extra, dict) or "model_config" not in extra or "tokenizer" not in extra \
+            or not isinstance(modules, dict) or not isinstance(modules.get("model"), dict):
         raise DL1Error(f"{path} is not a GPT checkpoint of 'dl1 run gpt' (no model config or tokenizer inside)")
-    model = GPT(GPTConfig.from_dict(extra["model_config"]))
-    model.load_state_dict(state["modules"]["model"])
-    return model.to(device).eval(), CharTokenizer.from_state_dict(extra["tokenizer"])
-
-
-def load_pretrained(name: str, device: Any = "cpu"):
-    """(GPT with GPT-2 weights in eval mode, GPT-2 tokenizer)."""
-    from dl1.models.gpt import GPT, hf_offline, load_hf_gpt2
-
-    model = GPT.from_hf(load_hf_gpt2(name)).to(device).eval()
-    from transformers import AutoTokenizer
-
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=hf_offline(Path(name).is_dir()))
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise DL1Error(f"cannot load the GPT-2 tokenizer {name!r} ({first}); it downloads with the weights on first "
-                       "use, or save it into the same folder with GPT2Tokenizer.save_pretrained") from None
-    return model, HFTokenizer(tokenizer)
+        config = GPTConfig.from_dict(extra["model_config"]).resolved()
+    except (TypeError, ValueError) as exc:
+        raise DL1Error(f"{path}: the stored model config is not usable ({first_line(exc)})") from None
+    try:
+        tokenizer = CharTokenizer.from_state_dict(extra["tokenizer"])
+    except DL1Error as exc:
+        raise DL1Error(f"{path}: {exc}") from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise DL1Error(f"{path}: the stored tokenizer has {tokenizer.vocab_size} characters but the model's "
+                       f"vocabulary is {config.vocab_size}")
+    return GPTCheckpoint(path, config, tokenizer, modules["model"], extra)
 
 
+def build_model(checkpoint: GPTCheckpoint):
+    """The GPT of a checked checkpoint, its weights used in place (shapes compared on the meta device first)."""
+    import torch
+
+    from dl1.models.gpt import GPT
+
+    with torch.device("meta"):
+        model = GPT(checkpoint.config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    weights = checkpoint.weights
+    if set(weights) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        raise DL1Error(f"{checkpoint.path}: the weights do not match the stored model config (missing "
+                       f"{missing[:3]}, unexpected {unexpected[:3]})")
+    for name, shape in expected.items():
+        tensor = weights[name]
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tuple(tensor.shape) != shape:
+            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise DL1Error(f"{checkpoint.path}: weight {name} is {got} but the stored model config (vocabulary "
+                           f"{checkpoint.config.vocab_size}, width {checkpoint.config.n_embd}) gives {shape}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise DL1Error(f"{checkpoint.path}: weight {name} holds NaN or infinite values")
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, assign=True)
+    return model
+
+
+def load_gpt_checkpoint(source: str | Path, device: Any = "cpu", num_samples: int = 1, context: int | None = None):
+    """(model in eval mode, CharTokenizer) from a checkpoint written by ``dl1 run gpt`` (a file or a run folder);
+    the memory of ``num_samples`` rows of ``context`` tokens is checked before the model is built."""
+    from dl1.runtime import checkpoint_file
+
+    checkpoint = read_gpt_checkpoint(checkpoint_file(source, prefer="best"), device)
+    check_fits(checkpoint.config, num_samples, device, training=False, batch_flag="--num_samples", context=context)
+    return build_model(checkpoint).to(device).eval(), checkpoint.tokenizer
+
+
+def load_pretrained(name: str, device: Any = "cpu", num_samples: int = 1, context: int | None = None):
+    """(GPT with GPT-2 weights in eval mode, GPT-2 tokenizer); the sizes and memory are checked first."""
+    from dl1.hub import gpt2
+
+    check_fits(gpt2.read_config(name), num_samples, device, training=False, batch_flag="--num_samples",
+               context=context)
+    model = gpt2.from_pretrained(name).to(device).eval()
+    return model, HFTokenizer(gpt2.load_tokenizer(name))
+
+
+# -- sampling --------------------------------------------------------------------------------------------------------
 def generate(model, tokenizer, prompt: str, num_samples: int = 1, max_new_tokens: int = 200,
              temperature: float = 1.0, do_sample: bool = True, top_k: int | None = None,
              top_p: float | None = None, seed: int = 0) -> list[str]:
-    """``num_samples`` decoded continuations of ``prompt`` (prompt included); the model is put in eval mode."""
+    """``num_samples`` decoded continuations of ``prompt`` (prompt included); the model is left in eval mode."""
+    import torch
+
     device = next(model.parameters()).device
     ids = tokenizer.encode(prompt)
     if not ids:
@@ -120,11 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     cfg = parse_config(Config, args, prog="dl1 generate", description=(__doc__ or "").strip())
     device = choose_device(cfg.device)
+    context = len(cfg.prompt.encode("utf-8")) + 16 + cfg.max_new_tokens  # tokens: at most one per byte
     if cfg.checkpoint:
-        model, tokenizer = load_gpt_checkpoint(cfg.checkpoint, device)
+        model, tokenizer = load_gpt_checkpoint(cfg.checkpoint, device, cfg.num_samples, context)
         prompt = cfg.prompt or ("\n" if "\n" in tokenizer.string_to_index else tokenizer.chars[0])
     else:
-        model, tokenizer = load_pretrained(cfg.pretrained, device)
+        model, tokenizer = load_pretrained(cfg.pretrained, device, cfg.num_samples, context)
         prompt = cfg.prompt or "<|endoftext|>"
     samples = generate(model, tokenizer, prompt, cfg.num_samples, cfg.max_new_tokens, cfg.temperature,
                        cfg.do_sample, cfg.top_k, cfg.top_p, cfg.seed)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+TOL = 1e-9  # a "max abs difference" below this is float rounding: the two sides of a claim are equal
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Q3.1: the course's graphs (Figure 4), adjacency matrices and walks
 # ---------------------------------------------------------------------------------------------------------------------
@@ -85,6 +87,14 @@ def enumerate_walks(A: np.ndarray, start: int, length: int) -> Iterator[tuple[in
             yield walk
             continue
         stack.extend(walk + (u,) for u in adj[walk[-1]])
+
+
+def total_walks(A: np.ndarray, length: int) -> float:
+    """``1ᵀ Aⁿ 1``, the number of walks of ``length`` edges in the whole graph, in float64 (never overflows)."""
+    A, v = np.asarray(A, dtype=np.float64), np.ones(len(A))
+    for _ in range(length):
+        v = A @ v                                                               # v_u = walks of this length from u
+    return float(v.sum())
 
 
 def count_walks_brute_force(A: np.ndarray, length: int) -> np.ndarray:

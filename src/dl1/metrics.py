@@ -65,3 +65,10 @@ def per_class_report(confusion: np.ndarray, classes: list[str], betas: tuple[flo
     return {"accuracy": base["accuracy"], "classes": list(classes), "confusion_matrix": np.asarray(confusion).tolist(),
             "precision": base["precision"].tolist(), "recall": base["recall"].tolist(),
             "f_beta": {f"{b:g}": confusion_matrix_to_metrics(confusion, b)["f1_beta"].tolist() for b in betas}}
+
+
+def test_report(probs: np.ndarray, targets: np.ndarray, loss: float, classes: list[str]) -> dict[str, Any]:
+    """summary.json's ``test`` block of a classifier: loss, accuracy, confusion matrix, per-class precision/recall/F-β
+    from the predicted probabilities ``(S, C)``."""
+    cm = confusion_matrix(probs, targets, num_classes=len(classes))
+    return {"loss": loss, **per_class_report(cm, classes)}

@@ -3,24 +3,33 @@
 A run folder ``runs/<experiment>/<timestamp>/`` holds ``config.json``, ``argv.txt``, ``env.json``, ``metrics.jsonl``
 (one JSON line per logged step and split), ``summary.json``, ``figures/`` and ``checkpoints/``.  ``metrics.jsonl`` is
 the only record of the run's numbers: figures and reports are computed from it.
+
+While a process writes a run folder it holds ``run.lock`` there (the file holds its pid): a second process is refused,
+a lock left by a process that no longer exists is taken over with a note.  A run folder that already holds a run is
+continued, never overwritten: its ``config.json``, ``env.json`` and ``argv.txt`` are rewritten (and ``metrics.jsonl``
+cut back to the checkpoint's step) only after the checkpoint has been read and loaded (:meth:`Run.commit`).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
 import platform
 import random
+import shutil
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from dl1.errors import DL1Error
+from dl1.errors import DL1Error, UsageError, first_line
 
 
 def seed_everything(seed: int) -> None:
@@ -42,7 +51,10 @@ def choose_device(preference: str = "auto"):
     if preference != "auto":
         if preference.startswith("cuda") and not torch.cuda.is_available():
             raise DL1Error(f"device {preference!r} requested but CUDA is not available on this machine")
-        return torch.device(preference)
+        try:
+            return torch.device(preference)
+        except RuntimeError as exc:  # e.g. "tpu7": torch names the device types it knows
+            raise UsageError(f"--device: {first_line(exc)}") from None
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -99,26 +111,66 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """``write(file)`` into a temporary file beside ``path``, flushed to disk and renamed to ``path`` only when it
+    returns: a failure or an interruption leaves neither a partial ``path`` nor the temporary file (the previous file,
+    if any, stays as it was).  Exceptions propagate unchanged; the temporary name is unique per writer."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as fh:  # the usual permissions (a mkstemp file would be private to its owner)
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` atomically (see :func:`write_atomic`); a failed write is one-line :class:`DL1Error`."""
+    try:
+        return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
+    except OSError as exc:
+        raise DL1Error(f"cannot write {path} (the previous file is kept): {first_line(exc)}") from None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename); a failed write leaves no temp file and the old file as it was."""
+    write_text_atomic(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def read_jsonl_counted(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of a ``metrics.jsonl`` file and the number of lines that are not one (binary, cut or foreign).
+
+    A record is a JSON object with an integer ``step`` and a string ``split``."""
+    records: list[dict[str, Any]] = []
+    bad = 0
+    path = Path(path)
+    if not path.is_file():
+        return records, bad
+    for raw in path.read_bytes().splitlines():
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            bad += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("split"), str) \
+                and isinstance(record.get("step"), int) and not isinstance(record.get("step"), bool):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file (a truncated last line is ignored)."""
-    records = []
-    path = Path(path)
-    if not path.exists():
-        return records
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    """All records of a ``metrics.jsonl`` file (a truncated last line, or any line that is not a record, is
+    ignored)."""
+    return read_jsonl_counted(path)[0]
 
 
 def checkpoint_file(source: str | Path, prefer: str = "best") -> Path:
@@ -137,6 +189,157 @@ def checkpoint_file(source: str | Path, prefer: str = "best") -> Path:
     raise DL1Error(f"no checkpoint in {path} (looked for checkpoints/{order[0]} and checkpoints/{order[1]})")
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")
+LOCK_NAME = "run.lock"
+
+
+def holds_run(folder: str | Path) -> bool:
+    """Whether ``folder`` already holds a run (its config, metrics, summary or a checkpoint)."""
+    folder = Path(folder)
+    if any((folder / name).exists() for name in RUN_FILES):
+        return True
+    checkpoints = folder / "checkpoints"
+    return checkpoints.is_dir() and any(checkpoints.iterdir())
+
+
+def check_output_folder(path: str | Path, flag: str) -> None:
+    """Refuse, before anything is created, a folder that cannot be made or written: a file in its place or above it
+    (:class:`UsageError`) or a nearest existing folder that is not writable (:class:`DL1Error`)."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:  # exists() is also False below a file
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{flag} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DL1Error(f"{flag} {path}: {probe} is not writable")
+
+
+try:  # an advisory lock the system releases when its process dies, however it dies
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: the pid in the file decides
+    fcntl = None
+
+_LOCKS: dict[Path, list[int]] = {}  # resolved run folder -> [file descriptor, Run objects on it, owner pid]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the lock on ``fd`` without waiting: False when another process holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError:  # a file system without locks: fall back to the pid in the file
+            pass
+    pid = _read_pid(fd)
+    return pid is None or pid == os.getpid() or not _pid_alive(pid)
+
+
+class RunLock:
+    """``run.lock`` in a run folder, holding the pid of the one process that writes the folder.
+
+    A second process is refused with one line; a lock whose process has ended is taken over with a note.  Several
+    :class:`Run` objects of one process may share a folder (the lock counts them)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.key = self.folder.resolve()
+        self.held = False
+
+    def acquire(self) -> None:
+        if self.held:
+            return
+        if self.key in _LOCKS:
+            _LOCKS[self.key][1] += 1
+            self.held = True
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if not _try_lock(fd):
+                    owner = _read_pid(fd)
+                    raise DL1Error(f"run folder {self.folder} is in use by process {owner or '?'} (lock file "
+                                   f"{self.path}); wait for it to end or choose another folder")
+                if os.path.exists(self.path) and os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # released and removed while we waited: lock the new file
+        stale = _read_pid(fd)
+        if stale is not None:
+            print(f"note: taking over the lock of run folder {self.folder} from process {stale}, which no longer "
+                  f"runs", file=sys.stderr, flush=True)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _LOCKS[self.key] = [fd, 1, os.getpid()]
+        self.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        entry = _LOCKS.get(self.key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            _unlock(self.key)
+
+
+def lock_holder(folder: str | Path) -> int | None:
+    """The pid of the live process that holds ``folder``'s lock (-1 if unknown), or None when nobody does."""
+    key = Path(folder).resolve()
+    if key in _LOCKS:
+        return os.getpid()
+    try:
+        fd = os.open(key / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return None if _try_lock(fd) else (_read_pid(fd) or -1)
+    finally:
+        os.close(fd)  # also drops the probe's own lock
+
+
+def _unlock(key: Path) -> None:
+    fd, _, pid = _LOCKS.pop(key)
+    if pid == os.getpid():  # not a forked child's copy
+        try:
+            (key / LOCK_NAME).unlink(missing_ok=True)
+        except OSError:
+            pass
+    os.close(fd)  # closing the file releases the system lock
+
+
+@atexit.register
+def _release_all_locks() -> None:
+    for key in list(_LOCKS):
+        _unlock(key)
+
+
 def _format_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -146,7 +349,10 @@ def _format_value(v: Any) -> str:
 class Run:
     """One run folder; every experiment logs through ``log`` and ends with ``finish``.
 
-    ``enabled=False`` (non-zero distributed ranks) keeps everything in memory and writes nothing.
+    ``enabled=False`` (non-zero distributed ranks) keeps everything in memory and writes nothing.  A folder that
+    already holds a run (``resumed``) is left as it is until :meth:`commit`, which the Trainer calls once the
+    checkpoint has been loaded (and which ``log``, ``save_json`` and ``finish`` call first).  ``close()`` releases
+    the folder's lock (also done at exit).
     """
 
     def __init__(self, experiment: str, config: dict[str, Any] | None = None, root: str | Path = "runs",
@@ -155,7 +361,6 @@ class Run:
         self.experiment = experiment
         self.enabled = enabled
         self.quiet = quiet
-        self.resumed = directory is not None and Path(directory).exists()
         if directory is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             directory = Path(root) / experiment / stamp
@@ -166,22 +371,94 @@ class Run:
         self.dir = Path(directory)
         self.figures = self.dir / "figures"
         self.checkpoints = self.dir / "checkpoints"
+        self.resumed = holds_run(self.dir)
+        self._config, self._argv, self._tensorboard = config, argv, tensorboard
         self._records: list[dict[str, Any]] = []
-        if enabled:
-            self.figures.mkdir(parents=True, exist_ok=True)
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-            if config is not None:
-                write_json(self.dir / "config.json", {"experiment": experiment, **config})
-            with open(self.dir / "argv.txt", "a") as fh:
-                fh.write(" ".join(argv if argv is not None else sys.argv) + "\n")
-            write_json(self.dir / "env.json", env_info())
-            self._records = read_jsonl(self.dir / "metrics.jsonl")
-        self._t0 = time.time()
+        self._made: list[Path] = []        # what this Run created, newest last (removed by discard())
+        self._made_root: Path | None = None  # the outermost folder it created
+        self._committed = False
+        self._lock = RunLock(self.dir)
         self._tb = None
-        if tensorboard and enabled:  # optional TensorBoard event files beside metrics.jsonl
+        self._t0 = time.time()
+        if enabled:
+            self._make_folder()
+            try:
+                self._lock.acquire()
+            except BaseException:
+                self.discard()
+                raise
+            self._records = read_jsonl(self.dir / "metrics.jsonl")
+            if not self.resumed:
+                self.commit()
+
+    def _make_folder(self) -> None:
+        missing = self.dir
+        while not missing.parent.exists() and missing.parent != missing.parent.parent:
+            missing = missing.parent
+        try:
+            if not self.dir.exists():
+                self._made_root = missing
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DL1Error(f"cannot create run folder {self.dir}: {first_line(exc)}") from None
+
+    def _new(self, path: Path) -> Path:
+        if not path.exists():
+            self._made.append(path)
+        return path
+
+    def commit(self) -> None:
+        """Write ``config.json``, ``argv.txt`` and ``env.json`` (a continued run: once its checkpoint is loaded)."""
+        if self._committed or not self.enabled:
+            return
+        self._committed = True
+        for folder in (self.figures, self.checkpoints):
+            self._new(folder).mkdir(parents=True, exist_ok=True)
+        if self._config is not None:
+            write_json(self._new(self.dir / "config.json"), {"experiment": self.experiment, **self._config})
+        argv = self._argv if self._argv is not None else sys.argv
+        _append(self._new(self.dir / "argv.txt"), " ".join(argv) + "\n")
+        write_json(self._new(self.dir / "env.json"), env_info())
+        if self._tensorboard:  # optional TensorBoard event files beside metrics.jsonl
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+            self._tb = SummaryWriter(str(self._new(self.dir / "tensorboard")))
+
+    def recorded(self) -> bool:
+        """Whether the folder holds anything of this run's work (a metric line, a checkpoint, a figure, a summary)."""
+        files = (self.dir / "metrics.jsonl", self.dir / "summary.json")
+        return any(p.exists() for p in files) or any(d.is_dir() and any(d.iterdir())
+                                                     for d in (self.checkpoints, self.figures))
+
+    def discard(self) -> bool:
+        """Remove what this Run wrote if it recorded nothing (it failed before its first log or checkpoint): the
+        folder itself when it made it.  A continued or a non-writing run is never touched.  True if removed."""
+        if not self.enabled or self.resumed or self.recorded():
+            return False
+        self.close()
+        if self._made_root is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            folder = self.dir.parent
+            while self.dir != self._made_root and folder != self._made_root.parent:  # empty parents it made
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                folder = folder.parent
+            return True
+        for path in reversed(self._made):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return True
+
+    def close(self) -> None:
+        """Release the run folder's lock and flush TensorBoard; the Run still answers ``metrics()``."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        self._lock.release()
 
     # -- logging ---------------------------------------------------------------------------------------------------
     def log(self, step: int, split: str, metrics: dict[str, Any], **extra: Any) -> None:
@@ -190,8 +467,8 @@ class Run:
                   "time": round(time.time() - self._t0, 3)}
         self._records.append(record)
         if self.enabled:
-            with open(self.dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            self.commit()
+            _append(self.dir / "metrics.jsonl", json.dumps(record) + "\n")
         if self._tb is not None:
             for k, v in record.items():
                 if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("step", "time"):
@@ -206,13 +483,13 @@ class Run:
         return [r for r in self._records if split is None or r["split"] == split]
 
     def truncate_after(self, step: int) -> None:
-        """Drop records logged after ``step`` (used when resuming from a checkpoint taken at ``step``)."""
+        """Drop records logged after ``step`` (used when resuming from a checkpoint taken at ``step``); commits a
+        continued run first."""
         self._records = [r for r in self._records if r["step"] <= step]
         if self.enabled:
+            self.commit()
             path = self.dir / "metrics.jsonl"
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self._records))
-            os.replace(tmp, path)
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self._records))
 
     # -- files -----------------------------------------------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -224,6 +501,7 @@ class Run:
     def save_json(self, name: str, obj: Any) -> Path:
         path = self.dir / name
         if self.enabled:
+            self.commit()
             write_json(path, obj)
         return path
 
@@ -232,7 +510,16 @@ class Run:
         summary = {"experiment": self.experiment, "run_dir": str(self.dir),
                    "wall_time_s": round(time.time() - self._t0, 2), **_jsonable(sections)}
         if self.enabled:
+            self.commit()
             write_json(self.dir / "summary.json", summary)
         if not self.quiet:
             print(f"[{self.experiment}] done: {self.dir}/summary.json", flush=True)
         return summary
+
+
+def _append(path: Path, text: str) -> None:
+    try:
+        with open(path, "a") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise DL1Error(f"cannot write {path}: {first_line(exc)}") from None

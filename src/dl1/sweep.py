@@ -22,6 +22,7 @@ from pathlib import Path
 from dl1 import experiments
 from dl1.config import Parser
 from dl1.errors import DL1Error, UsageError
+from dl1.runtime import check_output_folder, checkpoint_file, holds_run, lock_holder
 
 
 def parse_grid(specs: list[str], valid: list[str]) -> dict[str, list[str]]:
@@ -35,6 +36,8 @@ def parse_grid(specs: list[str], valid: list[str]) -> dict[str, list[str]]:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             raise UsageError(f"dl1 sweep: unknown flag {key!r}" + (f"; did you mean {close[0]}?" if close else ""))
+        if key in grid:
+            raise UsageError(f"dl1 sweep: --grid {key} is given twice; list all its values once: --grid {key}=V1,V2")
         grid[key] = [v.strip() for v in values.split(",") if v.strip()]
         if not grid[key]:
             raise UsageError(f"dl1 sweep: --grid {key} has no values")
@@ -50,12 +53,29 @@ def combo_name(combo: dict[str, str]) -> str:
     return "_".join(f"{k}={v}" for k, v in combo.items()).replace("/", "-")
 
 
+def _resume_flags(folder: Path, resumable: bool) -> list[str]:
+    """``--resume FOLDER`` for an interrupted run with a checkpoint.  An unfinished run that cannot be continued is
+    moved to ``SWEEP/.failed/`` (kept, out of the report) so that the combination starts afresh in its folder."""
+    if not holds_run(folder) or lock_holder(folder) is not None:  # a folder in use: its run refuses it
+        return []
+    if resumable:
+        try:
+            checkpoint_file(folder, prefer="last")
+            return ["--resume", str(folder)]
+        except DL1Error:
+            pass
+    aside = folder.parent / ".failed" / f"{folder.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    aside.parent.mkdir(exist_ok=True)
+    folder.rename(aside)
+    print(f"  {folder.name}: the unfinished run without a checkpoint moved to {aside}", flush=True)
+    return []
+
+
 def _run_one(name: str, folder: Path, combo: dict[str, str], extra: list[str], resumable: bool) -> tuple[str, int]:
     argv = [sys.executable, "-m", "dl1", "run", name, "--run_dir", str(folder), *extra]
     for k, v in combo.items():
         argv += [f"--{k}", *v.split()]
-    if resumable and (folder / "checkpoints" / "last.pt").exists():
-        argv += ["--resume", str(folder)]
+    argv += _resume_flags(folder, resumable)
     with open(folder.parent / f"{folder.name}.log", "a") as log:
         code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT)
     return folder.name, code
@@ -84,6 +104,7 @@ def main(argv: list[str]) -> int:
         flags = [x for k, v in combo.items() for x in (f"--{k}", *v.split())]
         experiments.make_config(args.name, [*extra, *flags])
     sweep_dir = args.sweep_dir or Path("runs") / "sweeps" / f"{args.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    check_output_folder(sweep_dir, "--sweep_dir")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.json").write_text(json.dumps({"experiment": args.name, "grid": grid, "extra": extra},
                                                      indent=2))

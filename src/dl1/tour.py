@@ -20,8 +20,9 @@ from typing import Any
 
 from dl1 import experiments
 from dl1.config import Parser
-from dl1.errors import DL1Error, UsageError
+from dl1.errors import DL1Error, UsageError, first_line
 from dl1.report.runs import flatten
+from dl1.runtime import check_output_folder
 
 BUDGETS = ("quick", "default", "full")
 
@@ -180,7 +181,7 @@ def run_part(part: Part, budget: str, tour_dir: Path, data_dir: str | None) -> d
         summary, status, error = {}, "failed", str(exc)
     except Exception as exc:  # a bug in one part must not hide the others
         summary, status = {}, "failed"
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {first_line(exc)}"
         traceback.print_exc()
     return {"status": status, "summary": summary, "error": error, "seconds": round(time.time() - t0, 1)}
 
@@ -259,6 +260,7 @@ def main(argv: list[str]) -> int:
             raise UsageError(f"dl1 tour: unknown part(s) {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(p.key for p in parts)}")
         parts = [p for p in parts if p.key in args.parts]
+    check_output_folder(args.out_dir, "--out_dir")
     tour_dir = args.out_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
     tour_dir.mkdir(parents=True, exist_ok=True)
     rows = []

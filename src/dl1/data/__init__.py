@@ -1,1 +1,10 @@
-"""Every dataset once: CIFAR-10/100, MNIST, Fashion-MNIST (``vision``), text (``text``), batching (``loaders``)."""
+"""Every dataset once.
+
+* ``vision``: CIFAR-10/100, MNIST, Fashion-MNIST: look-up (data folder, system copy, download), torch datasets and
+  NumPy arrays with the course's normalisation and seeded splits;
+* ``cifar``: the CIFAR python-version files, read through ``safe_pickle`` (plain containers and NumPy arrays only);
+* ``idx``: IDX header checks and gzip decompression that leaves no partial file;
+* ``augment``: augmentations by name, placed in the transform pipeline; ``transfer``: the ResNet-18 probe's datasets;
+* ``images``: uint8 images for the generative models; ``text``: character corpora; ``clip``: CLIP's datasets;
+* ``loaders``: batching that resumes exactly; ``fake``: tiny files in the real formats for tests.
+"""

@@ -47,3 +47,15 @@ def epoch_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, epoch: i
                                        num_workers=num_workers, pin_memory=pin_memory,
                                        generator=epoch_generator(seed, epoch) if shuffle else None,
                                        persistent_workers=False)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled order of ``n`` items in epoch ``epoch``; depends only on ``(seed, epoch)``."""
+    return torch.randperm(n, generator=epoch_generator(seed, epoch)).tolist()
+
+
+def ordered_loader(dataset, batch_size: int, num_workers: int = 0,
+                   order: list[int] | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``dataset`` in ``order`` (default: dataset order), pinned memory when CUDA is present."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, shuffle=False,
+                                       num_workers=num_workers, pin_memory=torch.cuda.is_available())

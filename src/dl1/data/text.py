@@ -16,14 +16,16 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dl1.data.vision import resolve_data_dir
-from dl1.hub import online
 from dl1.errors import DL1Error
+from dl1.hub import online
+
+if TYPE_CHECKING:
+    import torch
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_NAMES = ("tiny_shakespeare.txt", "tinyshakespeare.txt", "input.txt")
@@ -157,7 +159,7 @@ class CharTokenizer:
         return ids.astype(np.int64)
 
     def decode(self, ids: Any) -> str:
-        if isinstance(ids, torch.Tensor):
+        if hasattr(ids, "tolist"):  # a tensor or an array
             ids = ids.tolist()
         return "".join(self.index_to_string[int(i)] for i in ids)
 
@@ -165,8 +167,14 @@ class CharTokenizer:
         return {"kind": "char", "chars": list(self.chars)}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> CharTokenizer:
-        return cls(state["chars"])
+    def from_state_dict(cls, state: Any) -> CharTokenizer:
+        """The tokenizer saved by :meth:`state_dict`; anything else (not a list of distinct single characters) is
+        one-line :class:`DL1Error`."""
+        chars = state.get("chars") if isinstance(state, dict) else None
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars) \
+                or len(set(chars)) != len(chars):
+            raise DL1Error("the stored tokenizer is not a list of distinct single characters")
+        return cls(chars)
 
 
 @dataclass
@@ -190,6 +198,8 @@ class CharCorpus:
                   encoding: str = "utf-8") -> CharCorpus:
         if not 0.0 <= val_fraction < 1.0:
             raise DL1Error(f"val_fraction must be in [0, 1), got {val_fraction}")
+        import torch
+
         tokenizer = CharTokenizer.from_text(text)
         data = torch.from_numpy(tokenizer.encode_array(text))
         n_train = int(len(data) * (1.0 - val_fraction))
@@ -208,6 +218,11 @@ class CharCorpus:
             raise DL1Error(f"the validation split of {self.path or 'the text'} has 1 character; use a larger "
                            "--val_fraction (or 0 for none)")
 
+    def describe(self) -> dict[str, Any]:
+        """The corpus in a run's summary: file, encoding, vocabulary and split sizes."""
+        return {"txt_file": self.path, "encoding": self.encoding, "vocab_size": self.tokenizer.vocab_size,
+                "train_chars": len(self.train), "val_chars": len(self.val), "synthetic": self.path == SYNTHETIC}
+
     def to(self, device: Any) -> CharCorpus:
         """Move both splits to ``device`` (batches are then cut on the device; the generator stays on the CPU)."""
         self.train, self.val = self.train.to(device), self.val.to(device)
@@ -219,20 +234,26 @@ class CharCorpus:
     def get_batch(self, split: str, batch_size: int, block_size: int,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``batch_size`` random windows of the split: x (B, T) and the next characters y (B, T)."""
+        import torch
+
         data = self.split(split)
         start = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
         idx = start[:, None] + torch.arange(block_size + 1)  # (B, T+1)
         window = data[idx.to(data.device)]  # (B, T+1)
         return window[:, :-1], window[:, 1:]
 
-    def eval_windows(self, split: str, block_size: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The whole split as consecutive non-overlapping windows (every character predicted once), batched.
+    def eval_windows(self, split: str, block_size: int, batch_size: int, max_windows: int | None = None
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole split (or its first ``max_windows`` windows) as consecutive non-overlapping windows, every
+        character predicted once, batched.
 
         Yields (x, y) of shape (b, T); the tail that does not fill a window becomes one shorter window.
         """
         data = self.split(split)
-        n = len(data) - 1  # number of (input, next) pairs
+        n = max(len(data) - 1, 0)  # number of (input, next) pairs
         full = n // block_size
+        if max_windows is not None and max_windows <= full:
+            full, n = max_windows, max_windows * block_size
         xs = data[:full * block_size].view(full, block_size)  # (W, T)
         ys = data[1:full * block_size + 1].view(full, block_size)  # (W, T)
         for i in range(0, full, batch_size):
@@ -265,6 +286,8 @@ class _Batches:
         return self.n
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        import torch
+
         g = torch.Generator().manual_seed(self.seed)
         for _ in range(self.n):
             yield self.corpus.get_batch("train", self.batch_size, self.block_size, generator=g)

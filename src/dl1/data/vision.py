@@ -5,13 +5,15 @@ locations (Debian's ``dataset-fashion-mnist`` under ``/usr/share/datasets/fashio
 torchvision's ``raw/`` layout since Debian re-gzipped the files and they fail torchvision's checksum), then a download.
 Offline (or with ``DL1_OFFLINE=1``), a missing dataset fails within about a second with one line saying which files to
 put where.
+
+No file is trusted: CIFAR's pickles are read by ``dl1.data.cifar`` with an unpickler that admits only plain containers
+and NumPy arrays (a file that would run code is refused), and IDX files are checked by ``dl1.data.idx`` (magic number,
+element type, sizes, labels) before torchvision reads them.  A bad file is one line naming it.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from dl1.errors import DL1Error
+from dl1.data import cifar, idx
+from dl1.errors import DL1Error, UsageError, first_line
 from dl1.hub import online
+from dl1.runtime import write_atomic
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 SYNTHETIC = "synthetic"
+CHOICES = (*DATASETS, SYNTHETIC)  # the --dataset choices of the image classifiers
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -71,30 +76,20 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
 
 # -- presence checks and system locations -----------------------------------------------------------------------------
 def _present(info: DatasetInfo, root: Path) -> bool:
-    if info.name == "cifar10":
-        d = root / "cifar-10-batches-py"
-        return all((d / f).exists() for f in ("test_batch", "batches.meta", *(f"data_batch_{i}" for i in range(1, 6))))
-    if info.name == "cifar100":
-        d = root / "cifar-100-python"
-        return all((d / f).exists() for f in ("train", "test", "meta"))
+    if info.name in cifar.LAYOUTS:
+        return cifar.present(info.name, root)
     raw = root / info.torchvision_class / "raw"
     return all((raw / f).exists() or (raw / f"{f}.gz").exists() for f in IDX_FILES)
 
 
-def _decompress_idx(raw: Path) -> None:
-    """torchvision with download=False wants uncompressed IDX files: gunzip any ``.gz`` that lacks its twin."""
+def _prepare_idx(raw: Path) -> None:
+    """torchvision with download=False wants uncompressed IDX files: gunzip any ``.gz`` that lacks its twin, then
+    check both splits' headers and labels."""
     for f in IDX_FILES:
-        gz, plain = raw / f"{f}.gz", raw / f
-        if not plain.exists() and gz.exists():
-            tmp = plain.with_suffix(".tmp")
-            try:
-                with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            except (OSError, EOFError) as exc:
-                tmp.unlink(missing_ok=True)
-                raise DL1Error(f"cannot decompress {gz}: {exc} (truncated or corrupt; delete it and fetch it "
-                               "again)") from None
-            os.replace(tmp, plain)
+        if not (raw / f).exists() and (raw / f"{f}.gz").exists():
+            idx.gunzip(raw / f"{f}.gz", raw / f)
+    for prefix in ("train", "t10k"):
+        idx.check_split(raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte")
 
 
 def _from_system(info: DatasetInfo, root: Path) -> bool:
@@ -106,10 +101,10 @@ def _from_system(info: DatasetInfo, root: Path) -> bool:
                 raw.mkdir(parents=True, exist_ok=True)
                 for f in IDX_FILES:
                     if not (raw / f).exists():
-                        shutil.copyfile(sysdir / f"{f}.gz", raw / f"{f}.gz")
+                        with open(sysdir / f"{f}.gz", "rb") as src:
+                            write_atomic(raw / f"{f}.gz", lambda dst, src=src: shutil.copyfileobj(src, dst))
             except OSError:
                 return False
-            _decompress_idx(raw)
             return True
     return False
 
@@ -121,19 +116,16 @@ def _missing_message(info: DatasetInfo, root: Path) -> str:
 
 
 def prepare(name: str, data_dir: str | Path | None = None, download: bool = True) -> Path:
-    """Make sure ``name`` is on disk; return the root folder to give torchvision (``download=False``)."""
+    """Make sure ``name`` is on disk (IDX files checked); return the root folder of its files."""
     info = dataset_info(name)
     root = resolve_data_dir(data_dir)
-    if _present(info, root):
-        if info.torchvision_class in ("MNIST", "FashionMNIST"):
-            _decompress_idx(root / info.torchvision_class / "raw")
-        return root
-    if _from_system(info, root):
-        return root
-    if download and online(info.url):
+    if not _present(info, root) and not _from_system(info, root):
+        if not (download and online(info.url)):
+            raise DL1Error(_missing_message(info, root))
         _download(info, root)
-        return root
-    raise DL1Error(_missing_message(info, root))
+    if info.name not in cifar.LAYOUTS:
+        _prepare_idx(root / info.torchvision_class / "raw")
+    return root
 
 
 def _download(info: DatasetInfo, root: Path) -> None:
@@ -144,37 +136,27 @@ def _download(info: DatasetInfo, root: Path) -> None:
         getattr(tvd, info.torchvision_class)(str(root), train=True, download=True)
         getattr(tvd, info.torchvision_class)(str(root), train=False, download=True)
     except Exception as exc:
-        raise DL1Error(f"downloading {info.name} failed ({type(exc).__name__}: {exc}); "
+        raise DL1Error(f"downloading {info.name} failed ({type(exc).__name__}: {first_line(exc)}); "
                        f"{_missing_message(info, root)}") from None
 
 
-# -- torchvision datasets -----------------------------------------------------------------------------------------
-def _classes(name: str) -> type:
-    """torchvision's class for ``name``, with the MD5 check of CIFAR replaced by a presence check.
-
-    The files are still parsed by torchvision's own reader; the checksum is skipped so that local copies (and the
-    tiny files the tests write) load, and a corrupt file is reported by the parser instead.
-    """
-    import torchvision.datasets as tvd
-
-    base = getattr(tvd, dataset_info(name).torchvision_class)
-    if name in ("cifar10", "cifar100"):
-        return type(base.__name__, (base,), {"_check_integrity": lambda self: True,
-                                             "meta": {**base.meta, "md5": None}})
-    return base
-
-
+# -- datasets -----------------------------------------------------------------------------------------------------
 def get_dataset(name: str, split: str, data_dir: str | Path | None = None, transform: Any = None,
                 target_transform: Any = None, download: bool = True):
-    """The torchvision dataset ``name`` (train or test split) from the first location that has it."""
+    """The dataset ``name`` (train or test split) from the first location that has it: ``dl1.data.cifar.CIFAR`` for
+    CIFAR-10/100, torchvision's ``MNIST``/``FashionMNIST`` for the IDX datasets; each yields ``(PIL image, label)``."""
     if split not in ("train", "test"):
         raise DL1Error(f"split must be 'train' or 'test', got {split!r}")
     root = prepare(name, data_dir, download=download)
+    if name in cifar.LAYOUTS:
+        return cifar.CIFAR(root, name, train=split == "train", transform=transform, target_transform=target_transform)
+    import torchvision.datasets as tvd
+
     try:
-        return _classes(name)(str(root), train=split == "train", transform=transform,
-                              target_transform=target_transform, download=False)
-    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, RuntimeError, OSError) as exc:
-        raise DL1Error(f"cannot read {name} under {root}: {type(exc).__name__}: {str(exc)[:200]} "
+        return getattr(tvd, dataset_info(name).torchvision_class)(
+            str(root), train=split == "train", transform=transform, target_transform=target_transform, download=False)
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError, AssertionError) as exc:
+        raise DL1Error(f"cannot read {name} under {root}: {type(exc).__name__}: {first_line(exc)} "
                        f"(truncated or corrupt file? delete it and fetch it again)") from None
 
 
@@ -251,6 +233,19 @@ def load_arrays(name: str, data_dir: str | Path | None = None, val_size: int = 5
     conv = (lambda a: a) if dtype == "uint8" else (lambda a: to_float(a, mean, std))
     return VisionArrays(name, conv(xtr[tr_idx]), ytr[tr_idx], conv(xtr[va_idx]), ytr[va_idx], conv(xte), yte,
                         list(train.classes), info.mean, info.std)
+
+
+def load_flat(name: str, data_dir: str | Path | None, seed: int, batch_size: int,
+              val_size: int = 5000) -> VisionArrays:
+    """:func:`load_arrays` with every image flattened to ``C·H·W`` floats (C-contiguous), for the MLPs; a
+    ``batch_size`` larger than the training split is a usage error."""
+    data = load_arrays(name, data_dir, val_size=val_size, seed=seed)
+    for split in ("train", "val", "test"):
+        x = getattr(data, f"x_{split}")
+        setattr(data, f"x_{split}", np.ascontiguousarray(x.reshape(len(x), -1)))             # (N, C·H·W)
+    if batch_size > len(data.x_train):
+        raise UsageError(f"--batch_size {batch_size} exceeds the {len(data.x_train)} training images")
+    return data
 
 
 def synthetic_arrays(n_train: int = 512, n_val: int = 128, n_test: int = 128, shape: tuple[int, ...] = (1, 8, 8),

@@ -20,16 +20,16 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+import json
 import os
 import pkgutil
-import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from dl1.config import config_to_dict, parse_config
-from dl1.errors import DL1Error, UsageError
+from dl1.errors import DL1Error, UsageError, first_line
 
 
 def names() -> list[str]:
@@ -81,8 +81,12 @@ def _preset_name(argv: list[str]) -> str | None:
 def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = False,
             overrides: dict[str, Any] | None = None, out_dir: str | Path = "runs",
             run_dir: str | Path | None = None, quiet: bool = False, tensorboard: bool = False) -> dict[str, Any]:
-    """Run an experiment end to end (what ``dl1 run`` does) and return its summary."""
-    from dl1.runtime import Run
+    """Run an experiment end to end (what ``dl1 run`` does) and return its summary.
+
+    A ``run_dir`` that already holds a run is only continued, when ``--resume`` names it, and only after its
+    experiment and checkpoint have been checked; the folder's lock is released however the run ends, and a run that
+    fails before it records anything leaves no folder behind."""
+    from dl1.runtime import Run, check_output_folder
 
     module = load(name)
     cfg = make_config(name, argv, smoke=smoke, overrides=overrides)
@@ -90,15 +94,51 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     continues = not getattr(cfg, "evaluate", False) and not getattr(module, "EVALUATION_ONLY", False)
     if run_dir is None and resume and continues and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
         run_dir = resume  # continue training in the interrupted run's own folder
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes (and checks) the run folder
+    if rank0 and run_dir is None:
+        check_output_folder(out_dir, "--out_dir")
+    elif rank0:
+        check_output_folder(run_dir, "--run_dir")
+        check_run_folder(name, Path(run_dir), resume if continues else None)
     preflight(module, cfg)
-    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the run folder
     run = Run(name, config_to_dict(cfg), root=out_dir, argv=[sys.argv[0], "run", name, *argv],
               directory=run_dir, quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard)
     try:
         return module.run(cfg, run)
-    except DL1Error:
-        _discard_if_empty(run)
+    except BaseException:
+        run.discard()  # nothing recorded yet (missing data, weights, a bad size): no empty folder
         raise
+    finally:
+        run.close()
+
+
+def check_run_folder(name: str, folder: Path, resume: str | None) -> None:
+    """Refuse a run folder that holds a run unless ``resume`` names it (the folder or a checkpoint in it); for one
+    that is continued, check before anything is written that it is a run of ``name`` and that its checkpoint reads
+    (a truncated or hostile file is refused here, with the folder unchanged)."""
+    from dl1.runtime import checkpoint_file, holds_run
+
+    if not holds_run(folder):
+        return
+    if not resume or not _inside(Path(resume), folder):
+        raise UsageError(f"--run_dir {folder} already holds a run; continue it with --resume {folder}, or choose "
+                         f"a new folder")
+    config = folder / "config.json"
+    if config.exists():
+        try:
+            other = json.loads(config.read_bytes().decode("utf-8")).get("experiment")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            raise DL1Error(f"cannot resume {folder}: its config.json is unreadable ({first_line(exc)})") from None
+        if other != name:
+            raise UsageError(f"cannot resume {folder} with {name}: it is a run of {other!r}")
+    from dl1.train.checkpoint import load_checkpoint
+
+    load_checkpoint(checkpoint_file(resume, prefer="last"), mmap=True)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
 
 
 def preflight(module: ModuleType, cfg: Any) -> None:
@@ -117,12 +157,3 @@ def preflight(module: ModuleType, cfg: Any) -> None:
     check = getattr(module, "preflight", None)
     if callable(check):
         check(cfg)
-
-
-def _discard_if_empty(run: Any) -> None:
-    """Remove the folder of a run that failed before it logged or saved anything (missing data, weights)."""
-    if run.resumed or not run.enabled or (run.dir / "metrics.jsonl").exists() or any(run.checkpoints.iterdir()):
-        return
-    if any(run.figures.iterdir()):
-        return
-    shutil.rmtree(run.dir, ignore_errors=True)

@@ -26,32 +26,32 @@ from typing import Any
 import numpy as np
 
 from dl1.config import arg
+from dl1.data.images import DATASETS
 from dl1.errors import UsageError
 from dl1.runtime import Run
-
-DATASETS = ("mnist", "fashion-mnist", "synthetic")
 
 
 @dataclass(frozen=True)
 class Config:
     z_dim: int = arg(8, "Dimensionality of the latent code z.", min=1, max=1024)
-    batch_size: int = arg(64, "Mini-batch size.", min=1)
+    batch_size: int = arg(64, "Mini-batch size.", min=1, max=4096)
     lambda_: float = arg(0.995, "Weight of the reconstruction loss; 1 - lambda_ weighs the generator (adversarial) "
                                 "loss. 1 = plain autoencoder.", min=0.0, max=1.0)
     ae_lr: float = arg(1e-3, "Learning rate of the encoder/decoder optimiser (Adam, betas 0.5, 0.999).", min=0.0,
-                       min_inclusive=False)
-    d_lr: float = arg(5e-3, "Learning rate of the discriminator optimiser (SGD).", min=0.0, min_inclusive=False)
-    epochs: int = arg(100, "Number of training epochs.", min=1)
-    seed: int = arg(42, "Random seed (weights, shuffling, prior samples).")
+                       max=10.0, min_inclusive=False)
+    d_lr: float = arg(5e-3, "Learning rate of the discriminator optimiser (SGD).", min=0.0, max=10.0,
+                      min_inclusive=False)
+    epochs: int = arg(100, "Number of training epochs.", min=1, max=10_000)
+    seed: int = arg(42, "Random seed (weights, shuffling, prior samples).", min=0, max=2**32 - 1)
     dataset: str = arg("mnist", "Dataset; 'synthetic' is random class clusters for smoke runs only (not a result).",
                        choices=DATASETS)
     data_dir: str | None = arg(None, "Dataset folder (default: $DL1_DATA or ./data; Fashion-MNIST is also found in "
                                      "/usr/share/datasets/fashion-mnist).")
     num_filters: int = arg(32, "Base number of convolution channels c of encoder and decoder.", min=1, max=512)
-    train_size: int = arg(0, "Use only the first N training images (0 = all 60,000).", min=0)
-    test_size: int = arg(0, "Evaluate on the first N test images (0 = all 10,000).", min=0)
+    train_size: int = arg(0, "Use only the first N training images (0 = all 60,000).", min=0, max=60_000)
+    test_size: int = arg(0, "Evaluate on the first N test images (0 = all 10,000).", min=0, max=10_000)
     save_every: int = arg(5, "Save reconstruction/sample snapshots every N epochs, plus before training, after epoch "
-                             "1 and after the last epoch (0 = only those three).", min=0)
+                             "1 and after the last epoch (0 = only those three).", min=0, max=10_000)
     n_images: int = arg(64, "Number of prior samples and of reconstructed test images in each snapshot grid.",
                         min=8, max=1024)
     device: str = arg("auto", "Torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
@@ -82,39 +82,16 @@ def scale(images):
     return images.float() / 127.5 - 1.0
 
 
-def _synthetic_uint8(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """28x28 class-cluster images (``dl1.data.vision.synthetic_arrays``) squashed to uint8: smoke runs only."""
-    from dl1.data.vision import synthetic_arrays
-
-    a = synthetic_arrays(n_train=256, n_val=1, n_test=64, shape=(1, 28, 28), seed=seed)
-    u8 = lambda x: np.clip(np.rint((np.tanh(x / 2) + 1) * 127.5), 0, 255).astype(np.uint8)  # noqa: E731
-    return u8(a.x_train), a.y_train, u8(a.x_test), a.y_test, a.classes
-
-
 def load_data(cfg: Config, device) -> AAEData:
     """Training and test images on ``device`` (the course uses only the training set; we also evaluate on test)."""
     import torch
 
-    from dl1.data.vision import load_arrays
+    from dl1.data.images import first, uint8_images
 
-    if cfg.dataset == "synthetic":
-        xtr, ytr, xte, yte, classes = _synthetic_uint8(cfg.seed)
-    else:
-        a = load_arrays(cfg.dataset, cfg.data_dir, val_size=0, seed=cfg.seed, dtype="uint8")
-        xtr, xte, yte, classes = a.x_train, a.x_test, a.y_test, a.classes
-    if cfg.train_size:
-        xtr = xtr[: cfg.train_size]
-    if cfg.test_size:
-        xte, yte = xte[: cfg.test_size], yte[: cfg.test_size]
+    a = uint8_images(cfg.dataset, cfg.data_dir, val_size=0, seed=cfg.seed)
     to = lambda x: torch.as_tensor(np.ascontiguousarray(x)).to(device)  # noqa: E731
-    return AAEData(to(xtr), to(xte), to(yte), list(classes), cfg.dataset == "synthetic")
-
-
-def fixed_test_indices(labels: np.ndarray, n: int) -> np.ndarray:
-    """``n`` test indices cycling through the classes (class 0, 1, ..., 9, 0, 1, ...), first occurrences first."""
-    by_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
-    order = [idx[i] for i in range(max(map(len, by_class))) for idx in by_class if i < len(idx)]
-    return np.asarray(order[:n])
+    return AAEData(to(first(a.x_train, cfg.train_size)), to(first(a.x_test, cfg.test_size)),
+                   to(first(a.y_test, cfg.test_size)), list(a.classes), cfg.dataset == "synthetic")
 
 
 def snapshot_epochs(epochs: int, save_every: int) -> set[int]:
@@ -197,19 +174,26 @@ def make_train_step(model, trainer, lambda_: float):
 def run(cfg: Config, run: Run) -> dict[str, Any]:
     import torch
 
+    from dl1.data.images import class_cycle_indices
     from dl1.data.loaders import TensorBatches
+    from dl1.generate import available_memory
+    from dl1.models.aae import AdversarialAE
+    from dl1.models.vae import check_step_memory
     from dl1.runtime import choose_device, seed_everything
     from dl1.train import Trainer
 
     seed_everything(cfg.seed)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     device = choose_device(cfg.device)
+    check_step_memory(lambda: AdversarialAE(cfg.z_dim, num_filters=cfg.num_filters),
+                      AdversarialAE.activation_floats(cfg.num_filters), cfg.batch_size, available_memory(device),
+                      what=f"the AAE (--num_filters {cfg.num_filters})", where=str(device))
     data = load_data(cfg, device)
     model, optimizers = build(cfg, device)
     tag = f"({cfg.dataset}{' - SYNTHETIC smoke data' if data.synthetic else ''}, z={cfg.z_dim}, lambda={cfg.lambda_})"
     run.save_json("aae_meta.json", {"classes": data.classes, "dataset": cfg.dataset, "synthetic": data.synthetic,
                                     "z_dim": cfg.z_dim, "lambda_": cfg.lambda_, "tag": tag})
-    idx = fixed_test_indices(data.y_test.cpu().numpy(), cfg.n_images // 2)
+    idx = class_cycle_indices(data.y_test.cpu().numpy(), cfg.n_images // 2)
     prior_z = torch.randn(cfg.n_images, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     chosen = snapshot_epochs(cfg.epochs, cfg.save_every)
 
@@ -242,7 +226,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 
 
 def make_figures(run_dir: Path) -> list[Path]:
-    """Rebuild the curves, reconstruction/sample grids and (z_dim 2) latent scatter from the run folder."""
+    """Rebuild the curves, reconstruction/sample grids and (z_dim 2) latent scatter (``dl1.report.aae``)."""
     from dl1.report.aae import make_figures as build_figures
 
     return build_figures(Path(run_dir))

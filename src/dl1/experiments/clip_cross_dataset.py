@@ -13,14 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dl1.config import arg
 from dl1.errors import UsageError
+from dl1.hub.clip import PROMPT_FIELDS, WEIGHTS_HELP
 from dl1.runtime import Run, choose_device, seed_everything
-
-CIFAR10_OFFSET = 0
-CIFAR100_OFFSET = 10  # CIFAR-100 class k is class 10 + k of the 110-way problem
 
 
 @dataclass(frozen=True)
@@ -33,14 +29,14 @@ class Config:
                                      "(default: $DL1_DATA, else ./data).")
     synthetic_data: bool = arg(False, "Write tiny fake CIFAR-10/100 test files into the run folder and use them "
                                       "(smoke runs only: the numbers mean nothing).")
-    clip_weights: str | None = arg(None, "Local CLIP weights file (default: the one the prompt was trained with).")
+    clip_weights: str | None = arg(None, "Default: the file the prompt was trained with. " + WEIGHTS_HELP)
     test_noise: bool = arg(False, "Add N(0, 0.1) noise after preprocessing.")
     preprocess: str = arg("auto", "Where CLIP's preprocessing runs: pil (DataLoader workers), batch (on the device, "
                                   "same numbers), auto = batch on CUDA.", choices=("auto", "pil", "batch"))
-    batch_size: int = arg(128, "Mini-batch size.", min=1)
-    num_workers: int = arg(4, "DataLoader worker processes.", min=0)
-    max_batches: int = arg(0, "Evaluate at most this many batches per dataset (0 = all).", min=0)
-    seed: int = arg(0, "Random seed (the noise).")
+    batch_size: int = arg(128, "Mini-batch size.", min=1, max=4096)
+    num_workers: int = arg(4, "DataLoader worker processes.", min=0, max=64)
+    max_batches: int = arg(0, "Evaluate at most this many batches per dataset (0 = all).", min=0, max=10**9)
+    seed: int = arg(0, "Random seed (the noise).", min=0, max=2**32 - 1)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
     amp: bool = arg(True, "float16 autocast on CUDA.")
 
@@ -55,20 +51,6 @@ class Config:
 SMOKE = {"synthetic_data": True, "batch_size": 16, "num_workers": 0}
 
 
-class OffsetTargets(torch.utils.data.Dataset):
-    """``dataset`` with every label shifted by ``offset`` (CIFAR-100 inside the 110-way problem)."""
-
-    def __init__(self, dataset, offset: int):
-        self.dataset, self.offset = dataset, offset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        image, target = self.dataset[i]
-        return image, target + self.offset
-
-
 def weighted_total(parts: dict[str, dict[str, float]]) -> dict[str, float]:
     """Sample-weighted top-1 and loss over the parts."""
     n = sum(p["n"] for p in parts.values())
@@ -78,58 +60,49 @@ def weighted_total(parts: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def load_parts(cfg: Config, preprocess, run: Run, batch=None) -> tuple[dict[str, Any], list[str]]:
     """``({"cifar10": test set, "cifar100": test set with labels + 10}, 110 class names)``; with ``batch`` (the
-    clean and noisy BatchPreprocess of ``clip_prompt.batch_preprocess``) raw splits preprocessed on the device."""
-    from dl1.experiments.clip_prompt import RawSplit, raw_split
-    from dl1.models.clip import load_clip_dataset
+    clean and noisy BatchPreprocess of ``--preprocess batch``) raw splits preprocessed on the device."""
+    from dl1.data.clip import cifar110, cifar_folder
 
-    folder = cfg.data_dir
-    if cfg.synthetic_data:
-        from dl1.data.fake import write_cifar
-
-        folder = str(run.path("synthetic_data"))
-        for name in ("cifar10", "cifar100"):
-            write_cifar(folder, name, n_train=5, n_test=24, seed=cfg.seed)
-    noisy = cfg.test_noise and batch is None  # batch mode adds the noise on the device
-    c10 = load_clip_dataset("cifar10", "test", preprocess, folder, test_noise=noisy)
-    c100 = load_clip_dataset("cifar100", "test", preprocess, folder, test_noise=noisy)
-    classes = list(c10.classes) + list(c100.classes)
-    if batch is not None:
-        prepare = batch[1] if cfg.test_noise else batch[0]
-        parts = {}
-        for name, ds, offset in (("cifar10", c10, CIFAR10_OFFSET), ("cifar100", c100, CIFAR100_OFFSET)):
-            raw = raw_split(ds, None, prepare)
-            parts[name] = RawSplit(raw.images, raw.targets + offset, prepare)
-        return parts, classes
-    return {"cifar10": OffsetTargets(c10, CIFAR10_OFFSET), "cifar100": OffsetTargets(c100, CIFAR100_OFFSET)}, classes
+    synthetic = run.path("synthetic_data") if cfg.synthetic_data else None
+    folder = cifar_folder(cfg.data_dir, synthetic, ("cifar10", "cifar100"), n_train=5, n_test=24, seed=cfg.seed)
+    prepare = None if batch is None else batch[1] if cfg.test_noise else batch[0]
+    return cifar110(folder, preprocess, cfg.test_noise, prepare)
 
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:
-    from dl1.experiments import clip_prompt as cp
+    import torch
+
+    from dl1.data.clip import batches, device_preprocess
+    from dl1.hub.clip import get_clip, read_prompt_checkpoint
+    from dl1.models.clip import text_features
+    from dl1.models.prompt_clip import build_prompted_clip, count_parameters, evaluate
 
     seed_everything(cfg.seed)
     device = choose_device(cfg.device)
     if cfg.resume is None:  # --synthetic_data smoke run: learn a throw-away prompt on fake data first
         cfg = dataclasses.replace(cfg, resume=smoke_prompt(run))
-    prompt, saved = cp.load_prompt_checkpoint(cfg.resume, device)
-    pcfg = dataclasses.replace(cp.checkpoint_config(cp.Config(), saved), clip_weights=cfg.clip_weights or
-                               saved.get("clip_weights"), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                               max_batches=cfg.max_batches, text_prompt_template=cfg.text_prompt_template,
-                               amp=cfg.amp, preprocess=cfg.preprocess)
-    bundle = cp.load_bundle(pcfg, device)
-    parts, classes = load_parts(cfg, bundle.preprocess, run, cp.batch_preprocess(pcfg, bundle.preprocess, device))
-    model = cp.build_model(pcfg, bundle, classes, device)  # the 110-way text classifier
-    cp.restore_prompt(model, prompt, cfg.resume)
+    prompt, saved = read_prompt_checkpoint(cfg.resume, device)
+    bundle = get_clip(saved["arch"], pretrained=saved["pretrained"], image_size=saved["image_size"], device=device,
+                      weights=cfg.clip_weights or saved.get("clip_weights"))
+    batch = device_preprocess(cfg.preprocess, bundle.preprocess, device)
+    if batch is not None:
+        batch = (batch, device_preprocess(cfg.preprocess, bundle.preprocess, device, noise_std=0.1))
+    parts, classes = load_parts(cfg, bundle.preprocess, run, batch)
+    text = text_features(bundle.model, bundle.tokenizer, classes, (cfg.text_prompt_template,), device)  # (110, D)
+    model = build_prompted_clip(bundle.model, text, saved).to(device)
+    model.load_prompt(prompt, cfg.resume)
     results = {}
     for name, dataset in parts.items():
         torch.manual_seed(cfg.seed)
-        results[name] = cp.evaluate(model, cp.loader(dataset, pcfg, device), device, cfg.amp)
+        limited = batches(dataset, cfg.batch_size, device, num_workers=cfg.num_workers, limit=cfg.max_batches)
+        results[name] = evaluate(model, limited, device, cfg.amp)
         run.log(0, name, results[name])
     results["total"] = weighted_total({k: results[k] for k in parts})
     run.log(0, "total", results["total"])
     return run.finish(results=results, num_classes=len(classes), trained_on=saved.get("dataset"),
-                      prompt={k: saved.get(k) for k in cp.PROMPT_FIELDS}, checkpoint=str(cfg.resume),
-                      synthetic=cfg.synthetic_data, preprocess="pil" if isinstance(parts["cifar10"], OffsetTargets)
-                      else "batch", **cp.model_info(model, bundle, pcfg), device=str(device))
+                      prompt={k: saved.get(k) for k in PROMPT_FIELDS}, checkpoint=str(cfg.resume),
+                      synthetic=cfg.synthetic_data, preprocess="pil" if batch is None else "batch",
+                      params=count_parameters(model), clip=bundle.summary(), device=str(device))
 
 
 def smoke_prompt(run: Run) -> str:

@@ -10,7 +10,7 @@ tiny CLIP with RANDOM weights for smoke tests only; it never stands in for missi
 
 from __future__ import annotations
 
-import os
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +20,9 @@ import numpy as np
 
 from dl1.config import arg
 from dl1.errors import UsageError
+from dl1.hub.clip import TINY_ARCH, WEIGHTS_HELP
 from dl1.runtime import Run, choose_device, seed_everything
 
-TINY_ARCH = "tiny-test"
 ENSEMBLES = ("imagenet80", "imagenet7", "cifar18", "course")
 N_SHOWN = 8  # images in the prediction figure (the course's choice)
 
@@ -43,20 +43,19 @@ class Config:
                                                     "prediction figure is made.")
     visualize_predictions: bool = arg(False, "Save the figure of 8 random images with their top-5 predictions.")
     test_noise: bool = arg(False, "Add N(0, 0.1) Gaussian noise to the images after CLIP preprocessing.")
-    batch_size: int = arg(32, "Images per batch.", min=1)
-    num_workers: int | None = arg(None, "DataLoader worker processes (default: min(16, CPU count)).", min=0)
-    seed: int = arg(42, "Random seed (which images are shown; noise).")
+    batch_size: int = arg(32, "Images per batch.", min=1, max=4096)
+    num_workers: int | None = arg(None, "DataLoader worker processes (default: min(16, CPU count)).", min=0, max=64)
+    seed: int = arg(42, "Random seed (which images are shown; noise).", min=0, max=2**32 - 1)
     data_dir: str | None = arg(None, "Folder with the CIFAR files (default: $DL1_DATA, else ./data).")
-    clip_weights: str | None = arg(None, "Local CLIP weights: an OpenAI .pt archive (TorchScript or state dict) or "
-                                         "an open_clip state dict/.safetensors (default: open_clip's cache or "
-                                         "download of the OpenAI weights).")
+    clip_weights: str | None = arg(None, "Default: open_clip's cache, else a download of the OpenAI weights. "
+                                         + WEIGHTS_HELP)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, ...")
     preprocess: str = arg("auto", "Where CLIP preprocessing runs: pil (per image in DataLoader workers, as the "
                                   "course), batch (whole uint8 batches on the model's device; the same numbers, "
                                   "Pillow's bicubic reproduced exactly), auto (batch on CUDA, else pil).",
                           choices=("auto", "pil", "batch"))
     max_batches: int = arg(0, "Stop after this many batches (0 = the whole split; anything else is marked "
-                              "partial).", min=0)
+                              "partial).", min=0, max=10**9)
     synthetic_data: bool = arg(False, "Smoke tests only: write tiny random CIFAR files (real format) into the run "
                                       "folder and use them instead of --data_dir.")
 
@@ -74,79 +73,19 @@ SMOKE = {"arch": TINY_ARCH, "synthetic_data": True, "batch_size": 8, "num_worker
 
 
 # -- steps -------------------------------------------------------------------------------------------------------------
-def _clip(cfg: Config, device):
-    """The CLIP bundle: pretrained weights, or the tiny random test model when asked for by name."""
-    from dl1.models.clip import load_clip, tiny_clip
-
-    if cfg.arch == TINY_ARCH:
-        return tiny_clip(device=device)
-    return load_clip(cfg.arch, weights=cfg.clip_weights, device=device)
-
-
-def _data_dir(cfg: Config, run: Run) -> str | None:
-    if not cfg.synthetic_data:
-        return cfg.data_dir
-    from dl1.data.fake import write_cifar
-
-    root = run.dir / "synthetic_data"
-    write_cifar(root, cfg.dataset, n_train=40, n_test=24, seed=cfg.seed)
-    return str(root)
-
-
 def _templates(cfg: Config) -> tuple[str, ...]:
     from dl1.models.clip_templates import get_templates
 
     return get_templates(cfg.ensemble) if cfg.ensemble else (cfg.prompt_template,)
 
 
-def make_loader(dataset, batch_size: int, num_workers: int | None, device):
-    """A sequential DataLoader (no shuffle); pinned memory and prefetching when the model runs on CUDA."""
-    import torch
-
-    workers = min(16, os.cpu_count() or 1) if num_workers is None else num_workers
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                       pin_memory=device.type == "cuda",
-                                       prefetch_factor=4 if workers > 0 else None,
-                                       persistent_workers=False), workers
-
-
-class SliceBatches:
-    """Consecutive batches as views of tensors already on the device (no copies, no host-device sync)."""
-
-    def __init__(self, images, targets, batch_size: int):
-        self.images, self.targets, self.batch_size = images, targets, batch_size
-
-    def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
-
-    def __iter__(self):
-        for start in range(0, len(self.images), self.batch_size):
-            yield self.images[start:start + self.batch_size], self.targets[start:start + self.batch_size]
-
-
 def make_batches(cfg: Config, dataset, clip, device) -> tuple[Any, Any, dict[str, Any]]:
-    """``(batches, prepare, info)``: PIL preprocessing in DataLoader workers, or raw uint8 batches that ``prepare``
-    (a :class:`~dl1.models.clip.BatchPreprocess`) turns into model input on the device."""
-    from dl1.errors import DL1Error
-    from dl1.models.clip import BatchPreprocess
+    """``(batches, prepare, info)`` as ``--preprocess`` asks: PIL preprocessing in DataLoader workers, or raw uint8
+    batches that ``prepare`` (a :class:`~dl1.data.clip.BatchPreprocess`) turns into model input on the device."""
+    from dl1.data.clip import zeroshot_batches
 
-    prep = None if cfg.preprocess == "pil" else \
-        BatchPreprocess.from_preprocess(clip.preprocess, 0.1 if cfg.test_noise else None)
-    raw = getattr(dataset, "data", None)
-    eligible = prep is not None and isinstance(raw, np.ndarray) and raw.ndim == 4 and raw.shape[-1] == 3
-    if cfg.preprocess == "batch" and not eligible:
-        raise DL1Error("--preprocess batch needs CLIP's standard resize/crop/normalise preprocessing and an "
-                       "in-memory RGB dataset; use --preprocess pil")
-    if cfg.preprocess == "batch" or (cfg.preprocess == "auto" and eligible and device.type == "cuda"):
-        import torch
-
-        # the whole uint8 split goes to the device once (CIFAR train: 150 MB); batches are slices there
-        images = torch.from_numpy(raw).to(device)
-        targets = torch.as_tensor(dataset.targets, dtype=torch.long).to(device)
-        batches = SliceBatches(images, targets, cfg.batch_size)
-        return batches, prep.to(device), {"preprocess": "batch", "num_workers": 0}
-    loader, workers = make_loader(dataset, cfg.batch_size, cfg.num_workers, device)
-    return loader, None, {"preprocess": "pil", "num_workers": workers}
+    return zeroshot_batches(dataset, clip.preprocess, device, mode=cfg.preprocess, batch_size=cfg.batch_size,
+                            num_workers=cfg.num_workers, noise_std=0.1 if cfg.test_noise else None)
 
 
 def evaluate(model, loader, device, num_classes: int, max_batches: int = 0, desc: str = "zero-shot",
@@ -166,10 +105,8 @@ def evaluate(model, loader, device, num_classes: int, max_batches: int = 0, desc
     total_batches = min(len(loader), max_batches) if max_batches else len(loader)
     start = time.perf_counter()
     with torch.inference_mode():
-        for i, (images, targets) in enumerate(tqdm(loader, total=total_batches, desc=desc,
-                                                   disable=not show_progress())):
-            if max_batches and i >= max_batches:
-                break
+        batches = itertools.islice(loader, max_batches) if max_batches else loader
+        for images, targets in tqdm(batches, total=total_batches, desc=desc, disable=not show_progress()):
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             if prepare is not None:
@@ -209,12 +146,16 @@ def _visualize(cfg: Config, run: Run, model, dataset, classnames: list[str], dev
 
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:
-    from dl1.models.clip import ZeroshotCLIP, load_clip_dataset
+    from dl1.data.clip import cifar_folder, load_clip_dataset
+    from dl1.hub.clip import get_clip
+    from dl1.models.clip import ZeroshotCLIP
 
     seed_everything(cfg.seed)
     device = choose_device(cfg.device)
-    clip = _clip(cfg, device)
-    dataset = load_clip_dataset(cfg.dataset, cfg.split, clip.preprocess, _data_dir(cfg, run), cfg.test_noise)
+    clip = get_clip(cfg.arch, weights=cfg.clip_weights, device=device)
+    synthetic = run.dir / "synthetic_data" if cfg.synthetic_data else None
+    folder = cifar_folder(cfg.data_dir, synthetic, [cfg.dataset], n_train=40, n_test=24, seed=cfg.seed)
+    dataset = load_clip_dataset(cfg.dataset, cfg.split, clip.preprocess, folder, cfg.test_noise)
     classnames = list(cfg.class_names or dataset.classes)
     model = ZeroshotCLIP(clip, classnames, _templates(cfg), device)
     sections: dict[str, Any] = {
@@ -241,23 +182,6 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 
 def make_figures(run_dir: str | Path) -> list[Path]:
     """Redraw the prediction figure from ``predictions.npz`` and ``config.json`` of a run folder."""
-    import json
+    from dl1.report.clip import zeroshot_figures
 
-    from dl1.report.clip import plot_predictions, safe_name
-
-    run_dir = Path(run_dir)
-    saved = run_dir / "predictions.npz"
-    if not saved.exists():
-        return []
-    cfg = json.loads((run_dir / "config.json").read_text())
-    with np.load(saved) as data:
-        images, logits, labels = data["images"], data["logits"], data["labels"]
-        classnames = [str(c) for c in data["classnames"]]
-    custom = ",".join(cfg.get("class_names") or []) or "default"
-    prompt = cfg.get("ensemble") or cfg.get("prompt_template", "")
-    name = f"{cfg['dataset']}-{cfg['split']}_{safe_name(custom)}_{safe_name(prompt, 40)}.png"
-    title = f"CLIP {cfg['arch']} zero-shot, {cfg['dataset']} {cfg['split']}, prompt: {prompt!r}"
-    if cfg.get("arch") == TINY_ARCH:
-        title += " (RANDOM test weights)"
-    return [plot_predictions(images, logits, classnames, run_dir / "figures" / name,
-                             labels=None if (labels < 0).all() else labels, title=title)]
+    return zeroshot_figures(run_dir)

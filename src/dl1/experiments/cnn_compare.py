@@ -30,12 +30,13 @@ class Config:
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, ...")
     image_size: int = arg(224, "Side of the random input images (ViTs are built for this size; multiple of 32).",
                           min=32, max=1024)
-    batch_size: int = arg(8, "Batch size of the timing runs (time per image = batch time / batch size).", min=1)
-    memory_batch: int = arg(64, "Batch size of the memory measurement.", min=1)
-    repeats: int = arg(50, "Timed forward passes per model and grad mode (after the warm-up).", min=2)
-    warmup: int = arg(5, "Untimed warm-up passes per model and grad mode.", min=0)
-    threads: int = arg(0, "torch CPU threads (0 = leave torch's default); recorded in the summary.", min=0)
-    seed: int = arg(0, "Seed of the random weights and inputs.")
+    batch_size: int = arg(8, "Batch size of the timing runs (time per image = batch time / batch size).", min=1,
+                          max=1024)
+    memory_batch: int = arg(64, "Batch size of the memory measurement.", min=1, max=1024)
+    repeats: int = arg(50, "Timed forward passes per model and grad mode (after the warm-up).", min=2, max=10_000)
+    warmup: int = arg(5, "Untimed warm-up passes per model and grad mode.", min=0, max=1000)
+    threads: int = arg(0, "torch CPU threads (0 = leave torch's default); recorded in the summary.", min=0, max=1024)
+    seed: int = arg(0, "Seed of the random weights and inputs.", min=0, max=2**32 - 1)
 
     def check(self) -> None:
         if self.image_size % 32:
@@ -103,10 +104,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    try:
-        device = choose_device(cfg.device)
-    except RuntimeError as exc:
-        raise UsageError(f"--device: {exc}") from None
+    device = choose_device(cfg.device)
     skipped = {}
     rows = {}
     for i, name in enumerate(dict.fromkeys(cfg.models)):

@@ -18,52 +18,33 @@ from typing import Any
 import numpy as np
 
 from dl1.config import arg
-from dl1.errors import UsageError
-from dl1.metrics import confusion_matrix, per_class_report
+from dl1.data.vision import CHOICES
 from dl1.numpy_nn import MLP, SGD, CrossEntropyModule
 from dl1.runtime import Run, seed_everything
 
-DATASET_CHOICES = ("cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic")
 EVAL_CHUNK = 4096
+MAX_WIDTH, MAX_BATCH, MAX_EPOCHS, MAX_SEED = 16_384, 65_536, 10_000, 2**32 - 1
 
 
 @dataclass(frozen=True)
 class Config:
-    hidden_dims: tuple[int, ...] = arg((128,), "Sizes of the hidden layers (one ELU layer per number).", min=1)
-    lr: float = arg(0.1, "Learning rate of plain SGD.", min=0.0, min_inclusive=False)
-    batch_size: int = arg(128, "Mini-batch size (the last incomplete training batch is dropped).", min=1)
-    epochs: int = arg(10, "Number of passes over the training split.", min=1)
-    seed: int = arg(42, "Seed of the weights, the validation split and the shuffling.")
+    hidden_dims: tuple[int, ...] = arg((128,), "Sizes of the hidden layers (one ELU layer per number).", min=1,
+                                       max=MAX_WIDTH)
+    lr: float = arg(0.1, "Learning rate of plain SGD.", min=0.0, max=100.0, min_inclusive=False)
+    batch_size: int = arg(128, "Mini-batch size (the last incomplete training batch is dropped).", min=1,
+                          max=MAX_BATCH)
+    epochs: int = arg(10, "Number of passes over the training split.", min=1, max=MAX_EPOCHS)
+    seed: int = arg(42, "Seed of the weights, the validation split and the shuffling.", min=0, max=MAX_SEED)
     data_dir: str | None = arg(None, "Folder holding the dataset (none: $DL1_DATA, else ./data).")
-    dataset: str = arg("cifar10", "Dataset (synthetic = random clusters for smoke runs only).",
-                       choices=DATASET_CHOICES)
+    dataset: str = arg("cifar10", "Dataset (synthetic = random clusters for smoke runs only).", choices=CHOICES)
 
 
 SMOKE = {"dataset": "synthetic", "epochs": 2, "hidden_dims": (32,), "batch_size": 64}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# data and evaluation (shared with mlp_pytorch)
+# evaluation and training
 # ---------------------------------------------------------------------------------------------------------------------
-
-def load_flat(dataset: str, data_dir: str | None, seed: int, batch_size: int):
-    """The dataset as float32 arrays with images flattened to (N, C·H·W) (views, no copy)."""
-    from dl1.data.vision import load_arrays
-
-    data = load_arrays(dataset, data_dir, val_size=5000, seed=seed)
-    for split in ("train", "val", "test"):
-        x = getattr(data, f"x_{split}")
-        setattr(data, f"x_{split}", np.ascontiguousarray(x.reshape(len(x), -1)))             # (N, C·H·W)
-    if batch_size > len(data.x_train):
-        raise UsageError(f"--batch_size {batch_size} exceeds the {len(data.x_train)} training images")
-    return data
-
-
-def test_section(probs: np.ndarray, targets: np.ndarray, loss: float, classes: list[str]) -> dict[str, Any]:
-    """summary.json's ``test`` block: loss, accuracy, confusion matrix, per-class precision/recall/F-β."""
-    cm = confusion_matrix(probs, targets, num_classes=len(classes))
-    return {"loss": loss, **per_class_report(cm, classes)}
-
 
 def evaluate(model: MLP, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """Loss and accuracy of a whole split (in chunks) and its probabilities (S, C)."""
@@ -71,10 +52,6 @@ def evaluate(model: MLP, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float]
     loss = float(CrossEntropyModule().forward(probs, y)) if len(y) else float("nan")
     return {"loss": loss, "acc": float((probs.argmax(1) == y).mean()) if len(y) else float("nan")}, probs
 
-
-# ---------------------------------------------------------------------------------------------------------------------
-# training
-# ---------------------------------------------------------------------------------------------------------------------
 
 def train_epoch(model: MLP, optimizer: SGD, x: np.ndarray, y: np.ndarray, batch_size: int,
                 rng: np.random.Generator, desc: str = "", progress: bool = False) -> dict[str, float]:
@@ -101,6 +78,7 @@ def train_epoch(model: MLP, optimizer: SGD, x: np.ndarray, y: np.ndarray, batch_
 
 def fit(model: MLP, data, cfg: Config, run: Run) -> tuple[MLP, int, list[float]]:
     """Train for ``cfg.epochs``; log train/val every epoch; return (best-val model, its epoch, val accuracies)."""
+    from dl1.data.files import save_npz
     from dl1.train.engine import show_progress
 
     optimizer = SGD(model.parameters(), cfg.lr)
@@ -120,11 +98,14 @@ def fit(model: MLP, data, cfg: Config, run: Run) -> tuple[MLP, int, list[float]]
             model.clear_cache()
             best, best_epoch, best_acc = copy.deepcopy(model), epoch, val["acc"]
             if run.enabled:
-                np.savez(run.checkpoints / "best.npz", epoch=epoch, **best.state_dict())
+                save_npz(run.checkpoints / "best.npz", epoch=epoch, **best.state_dict())
     return best, best_epoch, val_accs
 
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:
+    from dl1.data.vision import load_flat
+    from dl1.metrics import test_report
+
     seed_everything(cfg.seed)
     data = load_flat(cfg.dataset, cfg.data_dir, cfg.seed, cfg.batch_size)
     model = MLP(data.n_inputs, list(cfg.hidden_dims), data.n_classes, rng=np.random.default_rng(cfg.seed))
@@ -133,7 +114,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     run.log(best_epoch * (len(data.x_train) // cfg.batch_size), "test", test, epoch=best_epoch)
     summary = run.finish(test_accuracy=test["acc"], best_epoch=best_epoch, val_accuracies=val_accs,
                          dataset=data.name, synthetic=data.name == "synthetic",
-                         test=test_section(probs, data.y_test, test["loss"], data.classes))
+                         test=test_report(probs, data.y_test, test["loss"], data.classes))
     make_figures(run.dir)
     return summary
 

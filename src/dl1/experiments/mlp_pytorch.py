@@ -18,21 +18,25 @@ from typing import Any
 import numpy as np
 
 from dl1.config import arg
-from dl1.experiments.mlp_numpy import DATASET_CHOICES, EVAL_CHUNK, load_flat, test_section
+from dl1.data.vision import CHOICES
 from dl1.runtime import Run, choose_device, seed_everything
+
+EVAL_CHUNK = 4096  # images per forward pass when evaluating a whole split
+MAX_WIDTH, MAX_BATCH, MAX_EPOCHS, MAX_SEED = 16_384, 65_536, 10_000, 2**32 - 1
 
 
 @dataclass(frozen=True)
 class Config:
-    hidden_dims: tuple[int, ...] = arg((128,), "Sizes of the hidden layers (one ELU layer per number).", min=1)
-    lr: float = arg(0.1, "Learning rate of plain SGD.", min=0.0, min_inclusive=False)
+    hidden_dims: tuple[int, ...] = arg((128,), "Sizes of the hidden layers (one ELU layer per number).", min=1,
+                                       max=MAX_WIDTH)
+    lr: float = arg(0.1, "Learning rate of plain SGD.", min=0.0, max=100.0, min_inclusive=False)
     use_batch_norm: bool = arg(False, "Insert BatchNorm1d between every hidden Linear and its ELU.")
-    batch_size: int = arg(128, "Mini-batch size (the last incomplete training batch is dropped).", min=1)
-    epochs: int = arg(10, "Number of passes over the training split.", min=1)
-    seed: int = arg(42, "Seed of the weights, the validation split and the shuffling.")
+    batch_size: int = arg(128, "Mini-batch size (the last incomplete training batch is dropped).", min=1,
+                          max=MAX_BATCH)
+    epochs: int = arg(10, "Number of passes over the training split.", min=1, max=MAX_EPOCHS)
+    seed: int = arg(42, "Seed of the weights, the validation split and the shuffling.", min=0, max=MAX_SEED)
     data_dir: str | None = arg(None, "Folder holding the dataset (none: $DL1_DATA, else ./data).")
-    dataset: str = arg("cifar10", "Dataset (synthetic = random clusters for smoke runs only).",
-                       choices=DATASET_CHOICES)
+    dataset: str = arg("cifar10", "Dataset (synthetic = random clusters for smoke runs only).", choices=CHOICES)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
     resume: str | None = arg(None, "Run folder (or checkpoint file) to continue from; --epochs may be raised.")
 
@@ -87,6 +91,8 @@ def fit(cfg: Config, run: Run, model, data: dict[str, Any]) -> tuple[Any, dict[s
 def run(cfg: Config, run: Run) -> dict[str, Any]:
     import torch
 
+    from dl1.data.vision import load_flat
+    from dl1.metrics import test_report
     from dl1.models.mlp import MLP
     from dl1.train import distributed
 
@@ -104,7 +110,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     val_accs = [r["acc"] for r in run.metrics("val")]
     summary = run.finish(test_accuracy=test["acc"], best_epoch=result["best_epoch"], val_accuracies=val_accs,
                          dataset=arrays.name, synthetic=arrays.name == "synthetic", device=str(device),
-                         test=test_section(probs, arrays.y_test, test["loss"], arrays.classes))
+                         test=test_report(probs, arrays.y_test, test["loss"], arrays.classes))
     if run.enabled:
         make_figures(run.dir)
     distributed.cleanup()

@@ -15,26 +15,23 @@ noise added after normalisation.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dl1.config import arg
 from dl1.errors import UsageError
-from dl1.report import save_figure
 from dl1.runtime import Run
 
-SPLIT_SEED = 42  # the course's train/validation split seed (independent of --seed)
-SYNTHETIC_SIZES = {"n_train": 64, "n_test": 32}  # fake CIFAR-10 files for --dataset synthetic (smoke runs only)
+MAX_BATCH, MAX_EPOCHS, MAX_SEED = 4096, 10_000, 2**32 - 1
 
 
 @dataclass(frozen=True)
 class Config:
-    lr: float = arg(0.001, "Adam learning rate of fc.", min=0.0, min_inclusive=False)
-    batch_size: int = arg(128, "Mini-batch size (training and evaluation).", min=1)
-    epochs: int = arg(30, "Training epochs.", min=1)
-    seed: int = arg(123, "Seed of fc's initialisation and of the batch order.")
+    lr: float = arg(0.001, "Adam learning rate of fc.", min=0.0, max=10.0, min_inclusive=False)
+    batch_size: int = arg(128, "Mini-batch size (training and evaluation).", min=1, max=MAX_BATCH)
+    epochs: int = arg(30, "Training epochs.", min=1, max=MAX_EPOCHS)
+    seed: int = arg(123, "Seed of fc's initialisation and of the batch order.", min=0, max=MAX_SEED)
     dataset: str = arg("cifar100", "Dataset; synthetic = tiny fake CIFAR-10 files written into the run folder "
                                    "(smoke runs only, never a result).", choices=("cifar100", "cifar10", "synthetic"))
     data_dir: str | None = arg(None, "Folder holding the CIFAR files (default: $DL1_DATA, else ./data).")
@@ -42,17 +39,19 @@ class Config:
                                               "auto_augment, rand_augment, trivial_augment, color_jitter, "
                                               "random_erasing (default: none).")
     test_noise: bool = arg(False, "Also evaluate on test images with Gaussian noise added after normalisation.")
-    noise_std: float = arg(0.1, "Standard deviation of the test noise (normalised units).", min=0.0)
+    noise_std: float = arg(0.1, "Standard deviation of the test noise (normalised units).", min=0.0, max=100.0)
     weights: str = arg("imagenet", "Backbone weights: imagenet (torchvision IMAGENET1K_V1, from the torch hub cache "
-                                   "or downloaded), a local state-dict PATH, or random (tests only, never a result).")
+                                   "or downloaded), a local state-dict PATH, or random (tests only, never a result). "
+                                   "Files are read with torch.load(weights_only=True): tensors only, a file holding "
+                                   "anything else is refused.")
     bn_mode: str = arg("eval", "Batch-norm mode of the frozen backbone while training: eval (pure linear probe) or "
                                "train (running statistics drift, as in the reference solution).",
                        choices=("eval", "train"))
     cache_features: str = arg("auto", "Train fc on cached 512-d features: auto (when there is no augmentation and "
                                       "bn_mode is eval), on, or off.", choices=("auto", "on", "off"))
-    val_size: int = arg(5000, "Validation images split off the train set (seed 42).", min=1)
+    val_size: int = arg(5000, "Validation images split off the train set (seed 42).", min=1, max=1_000_000)
     image_size: int = arg(224, "Side the 32x32 images are resized to.", min=16, max=1024)
-    num_workers: int = arg(2, "DataLoader worker processes for the image pipeline.", min=0)
+    num_workers: int = arg(2, "DataLoader worker processes for the image pipeline.", min=0, max=64)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, ...")
     resume: str | None = arg(None, "Run folder (or checkpoint) of an interrupted run to continue.")
 
@@ -77,144 +76,59 @@ SMOKE = {"dataset": "synthetic", "weights": "random", "epochs": 2, "batch_size":
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# data
+# wiring: data -> model -> Trainer -> test
 # ---------------------------------------------------------------------------------------------------------------------
 
-@dataclass
-class ProbeData:
-    train: Any  # torch Dataset of (image, label)
-    val: Any
-    test: Any
-    test_noisy: Any | None
-    num_classes: int
-    notes: dict[str, Any]
+def build_data(cfg: Config, run: Run):
+    """The train/val/test (and noisy test) datasets of ``cfg`` (fake CIFAR files in the run folder if synthetic)."""
+    from dl1.data.transfer import probe_data
+
+    return probe_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, augmentation=cfg.augmentation_name,
+                      test_noise=cfg.test_noise, noise_std=cfg.noise_std, val_size=cfg.val_size, seed=cfg.seed,
+                      synthetic_dir=run.dir / "synthetic_data")
 
 
-def build_data(cfg: Config, run: Run) -> ProbeData:
-    """Train/val (two copies of the train set, only train augmented), test, and the noisy test set if asked."""
-    from torch.utils.data import Subset
+def _loader(dataset, cfg: Config, order: list[int] | None = None):
+    from dl1.data.loaders import ordered_loader
 
-    from dl1.data.augment import build_transform
-    from dl1.data.vision import DATASETS, get_dataset, split_indices
-
-    name, data_dir, notes = cfg.dataset, cfg.data_dir, {}
-    if name == "synthetic":
-        from dl1.data.fake import write_cifar
-
-        data_dir = run.dir / "synthetic_data"
-        write_cifar(data_dir, "cifar10", seed=cfg.seed, **SYNTHETIC_SIZES)
-        name, notes = "cifar10", {"synthetic": True, "warning": "fake CIFAR files: a smoke check, not a result"}
-    stats = DATASETS["cifar100"]  # the template normalises CIFAR-10 with the CIFAR-100 statistics too
-    tf = {k: build_transform(cfg.image_size, stats.mean, stats.std, augmentation=aug, test_noise=noise,
-                             noise_std=cfg.noise_std)
-          for k, aug, noise in (("train", cfg.augmentation_name, False), ("plain", None, False), ("noisy", None, True))}
-    train_full = get_dataset(name, "train", data_dir, transform=tf["train"])
-    val_full = get_dataset(name, "train", data_dir, transform=tf["plain"])
-    if cfg.val_size >= len(train_full):
-        raise UsageError(f"--val_size: {cfg.val_size} must be smaller than the train set ({len(train_full)} images)")
-    tr_idx, va_idx = split_indices(len(train_full), cfg.val_size, SPLIT_SEED)
-    test = get_dataset(name, "test", data_dir, transform=tf["plain"])
-    noisy = get_dataset(name, "test", data_dir, transform=tf["noisy"]) if cfg.test_noise else None
-    return ProbeData(Subset(train_full, tr_idx.tolist()), Subset(val_full, va_idx.tolist()), test, noisy,
-                     len(train_full.classes), notes)
+    return ordered_loader(dataset, cfg.batch_size, cfg.num_workers, order)
 
 
-def _loader(dataset, batch_size: int, num_workers: int, order: list[int] | None = None):
-    import torch
-
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, shuffle=False,
-                                       num_workers=num_workers, pin_memory=torch.cuda.is_available())
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The shuffled order of epoch ``epoch``; depends only on ``(seed, epoch)``, identical with and without caching."""
-    import torch
-
-    from dl1.data.loaders import epoch_generator
-
-    return torch.randperm(n, generator=epoch_generator(seed, epoch)).tolist()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# features and evaluation
-# ---------------------------------------------------------------------------------------------------------------------
-
-def extract_features(model, dataset, cfg: Config, device, desc: str):
-    """Backbone features of a whole split, in dataset order: ((N, 512) on ``device``, (N,) labels)."""
-    import torch
+def _features(model, dataset, cfg: Config, device, desc: str):
+    """Backbone features of a whole split in dataset order (with a progress bar)."""
     from tqdm.auto import tqdm
 
-    from dl1.models.resnet_probe import features
+    from dl1.models.resnet_probe import extract_features
     from dl1.train.engine import show_progress
 
-    model.eval()
-    feats, labels = [], []
-    with torch.no_grad():
-        for x, y in tqdm(_loader(dataset, cfg.batch_size, cfg.num_workers), desc=desc, disable=not show_progress(),
-                         leave=False):
-            feats.append(features(model, x.to(device)))  # (B, 512)
-            labels.append(y.to(device))
-    return torch.cat(feats), torch.cat(labels)
+    batches = tqdm(_loader(dataset, cfg), desc=desc, disable=not show_progress(), leave=False)
+    return extract_features(model, batches, device)
 
 
-def evaluate_model(model, data_loader, device) -> float:
-    """The course's ``evaluate_model``: accuracy in [0, 1] with the model in eval mode and no gradients."""
-    import torch
-
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in data_loader:
-            pred = model(x.to(device)).argmax(dim=1)
-            correct += int((pred == y.to(device)).sum())
-            total += len(y)
-    return correct / max(total, 1)
-
-
-def feature_accuracy(fc, feats, labels, batch_size: int) -> float:
-    """Accuracy of ``fc`` on cached features."""
-    import torch
-
-    fc.eval()
-    with torch.no_grad():
-        correct = sum(int((fc(feats[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
-                      for i in range(0, len(labels), batch_size))
-    return correct / max(len(labels), 1)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# training
-# ---------------------------------------------------------------------------------------------------------------------
-
-def train_model(model, data: ProbeData, cfg: Config, run: Run, device) -> dict[str, Any]:
+def train_model(model, data, cfg: Config, run: Run, device) -> dict[str, Any]:
     """Adam on fc, best-validation checkpoint, reload the best; cached features when ``cfg.use_cache()``."""
+    import time
+
     import torch
     import torch.nn.functional as F
 
-    from dl1.models.resnet_probe import set_backbone_mode
+    from dl1.data.loaders import epoch_order
+    from dl1.models.resnet_probe import cached_batches, evaluate_model, feature_accuracy, set_backbone_mode
     from dl1.train import Trainer
 
-    timings: dict[str, Any] = {"feature_cache_s": 0.0, "epoch_s": []}
-    cache = None
-    if cfg.use_cache():
-        t0 = time.perf_counter()
-        cache = {s: extract_features(model, getattr(data, s), cfg, device, f"features {s}") for s in ("train", "val")}
-        timings["feature_cache_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cache = {s: _features(model, getattr(data, s), cfg, device, f"features {s}") for s in ("train", "val")} \
+        if cfg.use_cache() else None
+    cache_s = time.perf_counter() - t0 if cache else 0.0
     set_backbone_mode(model, cfg.bn_mode)
     modules = {"fc": model.fc} if cfg.bn_mode == "eval" else {"model": model}  # eval: the backbone never changes
-    optimizer = torch.optim.Adam(model.fc.parameters(), lr=cfg.lr)
-    trainer = Trainer(run, modules, {"adam": optimizer}, epochs=cfg.epochs, monitor="val/acc", mode="max",
-                      device=device, desc="resnet-transfer")
-    n_train = len(data.train)
+    trainer = Trainer(run, modules, {"adam": torch.optim.Adam(model.fc.parameters(), lr=cfg.lr)}, epochs=cfg.epochs,
+                      monitor="val/acc", mode="max", device=device, desc="resnet-transfer")
 
     def train_batches(epoch: int):
-        order = epoch_order(n_train, cfg.seed, epoch)
-        if cache is None:
-            return _loader(data.train, cfg.batch_size, cfg.num_workers, order)
-        feats, labels = cache["train"]
-        idx = torch.tensor(order, device=feats.device)
-        return [(feats[idx[i:i + cfg.batch_size]], labels[idx[i:i + cfg.batch_size]])
-                for i in range(0, n_train, cfg.batch_size)]
+        order = epoch_order(len(data.train), cfg.seed, epoch)
+        return _loader(data.train, cfg, order) if cache is None else cached_batches(*cache["train"], order,
+                                                                                     cfg.batch_size)
 
     def train_step(batch) -> dict[str, Any]:
         x, y = (t.to(device) for t in batch)
@@ -224,46 +138,41 @@ def train_model(model, data: ProbeData, cfg: Config, run: Run, device) -> dict[s
         return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
 
     def evaluate(epoch: int) -> dict[str, dict[str, float]]:
-        if cache is None:
-            acc = evaluate_model(model, _loader(data.val, cfg.batch_size, cfg.num_workers), device)
-        else:
-            acc = feature_accuracy(model.fc, *cache["val"], cfg.batch_size)
+        acc = evaluate_model(model, _loader(data.val, cfg), device) if cache is None else \
+            feature_accuracy(model.fc, *cache["val"], cfg.batch_size)
         set_backbone_mode(model, cfg.bn_mode)
         return {"val": {"acc": acc}}
 
+    epoch_s: list[float] = []
     last = [time.perf_counter()]
 
-    def on_epoch_end(epoch: int, results: dict) -> None:
-        now = time.perf_counter()
-        timings["epoch_s"].append(now - last[0])
-        last[0] = now
+    def on_epoch_end(epoch: int, results: dict) -> None:  # an epoch = training + validation + checkpoint write
+        epoch_s.append(time.perf_counter() - last[0])
+        last[0] = time.perf_counter()
 
     trainer.on_epoch_end = on_epoch_end
     fit = trainer.fit(train_batches, train_step, evaluate, resume=cfg.resume)
     trainer.load_best()
-    return {**fit, **timings, "cached_features": cache is not None}
+    return {**fit, "feature_cache_s": cache_s, "epoch_s": epoch_s, "cached_features": cache is not None}
 
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:
-    from dl1.models.resnet_probe import check_weights, get_model
+    from dl1.hub.torchvision import check_weights, resnet18_state_dict
+    from dl1.models.resnet_probe import evaluate_model, get_model
     from dl1.runtime import choose_device, seed_everything
 
     check_weights(cfg.weights)  # before touching the data: a missing weight file fails within a second
-    try:
-        device = choose_device(cfg.device)
-    except RuntimeError as exc:
-        raise UsageError(f"--device: {exc}") from None
+    device = choose_device(cfg.device)
+    state = resnet18_state_dict(cfg.weights)  # read and checked before the data: a bad file is one line at once
     data = build_data(cfg, run)
     seed_everything(cfg.seed)
-    model = get_model(data.num_classes, cfg.weights).to(device)
+    model = get_model(data.num_classes, state).to(device)
     fit = train_model(model, data, cfg, run, device)
-    test = {"acc": evaluate_model(model, _loader(data.test, cfg.batch_size, cfg.num_workers), device)}
-    run.log(fit["steps"], "test", test)
-    sections: dict[str, Any] = {"test": test}
+    sections: dict[str, Any] = {"test": {"acc": evaluate_model(model, _loader(data.test, cfg), device)}}
+    run.log(fit["steps"], "test", sections["test"])
     if data.test_noisy is not None:
-        noisy = {"acc": evaluate_model(model, _loader(data.test_noisy, cfg.batch_size, cfg.num_workers), device)}
-        run.log(fit["steps"], "test_noise", noisy)
-        sections["test_noise"] = noisy
+        sections["test_noise"] = {"acc": evaluate_model(model, _loader(data.test_noisy, cfg), device)}
+        run.log(fit["steps"], "test_noise", sections["test_noise"])
     weights = cfg.weights if cfg.weights in ("imagenet", "random") else f"file {cfg.weights}"
     return run.finish(**sections, best_epoch=fit["best_epoch"], best_val_acc=fit["best_value"], fit=fit,
                       weights=weights, bn_mode=cfg.bn_mode, device=str(device), data=data.notes,
@@ -272,26 +181,6 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 
 def make_figures(run_dir: Path) -> list[Path]:
     """Training curves (train loss/accuracy, validation accuracy per epoch) from metrics.jsonl."""
-    import matplotlib
+    from dl1.report.transfer import make_figures as curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dl1.runtime import read_jsonl
-
-    records = read_jsonl(Path(run_dir) / "metrics.jsonl")
-    train = [r for r in records if r["split"] == "train"]
-    val = [r for r in records if r["split"] == "val"]
-    if not train:
-        return []
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.plot([r["epoch"] for r in train], [r["loss"] for r in train], marker="o")
-    a.set(xlabel="epoch", ylabel="train loss", title="fc training loss")
-    b.plot([r["epoch"] for r in train], [r["acc"] for r in train], marker="o", label="train")
-    b.plot([r["epoch"] for r in val], [r["acc"] for r in val], marker="o", label="validation")
-    b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    b.legend()
-    fig.tight_layout()
-    path = Path(run_dir) / "figures" / "resnet_transfer_curves.png"
-    save_figure(fig, path)
-    return [path]
+    return curves(run_dir)

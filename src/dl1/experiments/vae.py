@@ -8,21 +8,18 @@ An independent per-pixel categorical model fit on the training set is reported b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from dl1.config import arg, config_from_dict
+from dl1.config import arg
+from dl1.data.images import DATASETS
 from dl1.errors import UsageError
-from dl1.runtime import Run, choose_device, read_jsonl, seed_everything
+from dl1.runtime import Run, choose_device, seed_everything
 
 if TYPE_CHECKING:  # torch is imported inside the functions: a missing dataset is reported before it loads
     import torch
 
-DATASETS = ("mnist", "fashion-mnist", "synthetic")
 SAMPLES_DIR = "samples"
 
 
@@ -31,17 +28,18 @@ class Config:
     z_dim: int = arg(20, "Dimensionality of the latent space z.", min=1, max=1024)
     num_filters: int = arg(32, "Channels c of the encoder/decoder convolutions (2c in the deeper layers).",
                            min=1, max=512)
-    lr: float = arg(1e-3, "Adam learning rate.", min=0.0, min_inclusive=False)
-    batch_size: int = arg(128, "Mini-batch size.", min=1)
-    epochs: int = arg(80, "Number of training epochs.", min=0)
-    seed: int = arg(42, "Random seed (validation split, shuffling, initialisation, sampling).")
+    lr: float = arg(1e-3, "Adam learning rate.", min=0.0, max=10.0, min_inclusive=False)
+    batch_size: int = arg(128, "Mini-batch size.", min=1, max=4096)
+    epochs: int = arg(80, "Number of training epochs.", min=0, max=10_000)
+    seed: int = arg(42, "Random seed (validation split, shuffling, initialisation, sampling).", min=0, max=2**32 - 1)
     dataset: str = arg("mnist", "Dataset, discretised to 4 bits ('synthetic' writes tiny fake IDX files into the run "
                                 "folder: for smoke runs only).", choices=DATASETS)
     data_dir: str | None = arg(None, "Folder holding MNIST/ or FashionMNIST/ (default: $DL1_DATA, else ./data; "
                                      "Debian's dataset-fashion-mnist is found automatically).")
-    val_size: int = arg(6000, "Training images held out for validation.", min=1)
+    val_size: int = arg(6000, "Training images held out for validation (fewer than the training set has).",
+                        min=1, max=59_999)
     sample_every: int = arg(5, "Save an 8x8 grid of samples every N epochs (and before training and at the end).",
-                            min=1)
+                            min=1, max=10_000)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
     resume: str | None = arg(None, "Run folder (or checkpoint file) to continue from; --epochs may be raised.")
 
@@ -59,17 +57,11 @@ def load_4bit(cfg: Config, run: Run) -> dict[str, torch.Tensor]:
     """``{"train", "val", "test"}`` -> uint8 tensors ``[N, 1, 28, 28]`` with values 0..15."""
     import torch
 
-    from dl1.data.vision import load_arrays
+    from dl1.data.images import uint8_images
     from dl1.models.vae import discretize
 
-    name, data_dir = cfg.dataset, cfg.data_dir
-    if name == "synthetic":
-        from dl1.data.fake import write_idx
-
-        data_dir = run.path("synthetic_data")
-        write_idx(data_dir, "mnist", n_train=96, n_test=32, seed=cfg.seed)
-        name = "mnist"
-    arrays = load_arrays(name, data_dir, val_size=cfg.val_size, seed=cfg.seed, dtype="uint8")
+    arrays = uint8_images(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
+                          fake_idx_dir=run.path("synthetic_data"))
     return {split: discretize(torch.from_numpy(getattr(arrays, f"x_{split}"))).to(torch.uint8)
             for split in ("train", "val", "test")}
 
@@ -91,6 +83,9 @@ def log_baseline(data: dict[str, torch.Tensor], run: Run) -> dict[str, float]:
 def evaluate_split(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
     """Per-image means over a whole split of ``bpd``, ``reconstruction_loss``, ``regularization_loss``, ``ELBO``."""
     import torch
+
+    from dl1.losses import elbo_to_bpd
+
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=images.device)
     with torch.no_grad():
@@ -99,8 +94,6 @@ def evaluate_split(model: torch.nn.Module, images: torch.Tensor, batch_size: int
             rec, reg, _ = model(x)
             totals += torch.stack([rec, reg, rec + reg]).double() * len(x)
     rec, reg, elbo = (totals / len(images)).tolist()
-    from dl1.losses import elbo_to_bpd
-
     return {"bpd": float(elbo_to_bpd(torch.tensor(elbo), images.shape)), "reconstruction_loss": rec,
             "regularization_loss": reg, "ELBO": elbo}
 
@@ -108,16 +101,17 @@ def evaluate_split(model: torch.nn.Module, images: torch.Tensor, batch_size: int
 def save_samples(model, run: Run, epoch: int, seed: int, n: int = 64) -> Path:
     """Draw ``n`` samples with a generator seeded by ``(seed, epoch)`` and store them as uint8 in ``samples/``."""
     import torch
+
+    from dl1.report.generative import save_epoch_arrays
+
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed * 1000 + epoch)
     model.eval()
     images = model.sample(n, generator=generator).to(torch.uint8).cpu().numpy()  # (n, 1, 28, 28)
     folder = run.path(SAMPLES_DIR)
-    folder.mkdir(exist_ok=True)
-    path = folder / f"epoch_{epoch:03d}.npz"
-    if run.enabled:
-        np.savez_compressed(path, images=images)
-    return path
+    if not run.enabled:
+        return folder / f"epoch_{epoch:03d}.npz"
+    return save_epoch_arrays(folder, epoch, images=images)
 
 
 # -- training ----------------------------------------------------------------------------------------------------------
@@ -156,9 +150,13 @@ def train(cfg: Config, run: Run, model, data: dict[str, torch.Tensor], device: t
 
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:
-    from dl1.models.vae import VAE
+    from dl1.generate import available_memory
+    from dl1.models.vae import VAE, check_step_memory
 
     device = choose_device(cfg.device)
+    check_step_memory(lambda: VAE(cfg.num_filters, cfg.z_dim), VAE.activation_floats(cfg.num_filters),
+                      cfg.batch_size, available_memory(device), what=f"the VAE (--num_filters {cfg.num_filters})",
+                      where=str(device))
     seed_everything(cfg.seed)
     data = {k: v.to(device) for k, v in load_4bit(cfg, run).items()}
     baseline = log_baseline(data, run)
@@ -177,43 +175,8 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
                       figures=[str(p) for p in figures])
 
 
-# -- figures ----------------------------------------------------------------------------------------------------------
-def _best_model(run_dir: Path):
-    """The VAE of a run folder with its best (else last) checkpoint's weights, on the CPU."""
-    from dl1.models.vae import VAE
-    from dl1.train import load_checkpoint
-
-    cfg = config_from_dict(Config, json.loads((run_dir / "config.json").read_text()))
-    ckpt = run_dir / "checkpoints" / "best.pt"
-    ckpt = ckpt if ckpt.exists() else run_dir / "checkpoints" / "last.pt"
-    model = VAE(cfg.num_filters, cfg.z_dim, cfg.lr)
-    model.load_state_dict(load_checkpoint(ckpt)["modules"]["vae"])
-    return model.eval()
-
-
 def make_figures(run_dir: str | Path, model=None) -> list[Path]:
-    """Rebuild every figure of a run folder: sample grids, learning curves, and the manifold when z_dim = 2."""
-    import torch
+    """Rebuild every figure of a run folder (``dl1.report.generative.vae_figures``)."""
+    from dl1.report.generative import vae_figures
 
-    from dl1.report.generative import plot_learning_curves, save_image_grid, save_png, visualize_manifold
-
-    run_dir = Path(run_dir)
-    figures = run_dir / "figures"
-    out = []
-    for npz in sorted((run_dir / SAMPLES_DIR).glob("epoch_*.npz")):
-        images = torch.from_numpy(np.load(npz)["images"])
-        epoch = int(npz.stem.split("_")[1])
-        out.append(save_image_grid(images, figures / f"vae_samples_epoch_{epoch:03d}.png", nrow=8,
-                                   value_range=(0, 15)))
-    records = read_jsonl(run_dir / "metrics.jsonl")
-    base = [r for r in records if r.get("split") == "baseline"]
-    cfg = json.loads((run_dir / "config.json").read_text())
-    out.append(plot_learning_curves(run_dir / "metrics.jsonl", figures / "vae_learning_curve.png",
-                                    title=f"VAE, 4-bit {cfg['dataset']}, z_dim={cfg['z_dim']}",
-                                    baseline=base[-1]["test_bpd"] if base else None))
-    if cfg["z_dim"] == 2 and (run_dir / "checkpoints").is_dir():
-        model = model if model is not None else _best_model(run_dir)
-        path = figures / "vae_manifold.png"
-        save_png(visualize_manifold(model.decoder, grid_size=20)[:1], path)  # grey: one channel
-        out.append(path)
-    return out
+    return vae_figures(run_dir, model=model)

@@ -16,27 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dl1.models.vae import conv_decoder, conv_encoder
+
 
 class ConvEncoder(nn.Module):
     """Deterministic Tutorial-9 encoder: ``[B, C, 28, 28] -> [B, z_dim]`` (ReLU, three stride-2 convolutions)."""
 
     def __init__(self, z_dim: int = 8, num_input_channels: int = 1, num_filters: int = 32):
         super().__init__()
-        c = num_filters
-        self.net = nn.Sequential(
-            nn.Conv2d(num_input_channels, c, kernel_size=3, padding=1, stride=2),  # 28 -> 14
-            nn.ReLU(),
-            nn.Conv2d(c, c, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c, 2 * c, kernel_size=3, padding=1, stride=2),  # 14 -> 7
-            nn.ReLU(),
-            nn.Conv2d(2 * c, 2 * c, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(2 * c, 2 * c, kernel_size=3, padding=1, stride=2),  # 7 -> 4
-            nn.ReLU(),
-            nn.Flatten(),  # (B, 2c * 4 * 4)
-            nn.Linear(2 * 16 * c, z_dim),
-        )
+        self.net = conv_encoder(num_input_channels, num_filters, z_dim, nn.ReLU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, z_dim)
@@ -47,20 +35,8 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, z_dim: int = 8, num_input_channels: int = 1, num_filters: int = 32):
         super().__init__()
-        c = num_filters
-        self.linear = nn.Sequential(nn.Linear(z_dim, 2 * 16 * c), nn.ReLU())
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(2 * c, 2 * c, kernel_size=3, padding=1, stride=2, output_padding=0),  # 4 -> 7
-            nn.ReLU(),
-            nn.Conv2d(2 * c, 2 * c, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(2 * c, c, kernel_size=3, padding=1, stride=2, output_padding=1),  # 7 -> 14
-            nn.ReLU(),
-            nn.Conv2d(c, c, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(c, num_input_channels, kernel_size=3, padding=1, stride=2, output_padding=1),  # 14 -> 28
-            nn.Tanh(),
-        )
+        self.linear = nn.Sequential(nn.Linear(z_dim, 2 * 16 * num_filters), nn.ReLU())
+        self.net = conv_decoder(num_filters, num_input_channels, nn.ReLU, nn.Tanh())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.linear(z)                          # (B, 2c * 16)
@@ -85,6 +61,11 @@ class Discriminator(nn.Module):
 
 class AdversarialAE(nn.Module):
     """Encoder + decoder trained to reconstruct, with a discriminator pulling the code distribution towards N(0, I)."""
+
+    @staticmethod
+    def activation_floats(num_filters: int) -> int:
+        """About the float32 values one training image keeps for the backward pass (CPU peak memory, within ~15 %)."""
+        return 2700 * num_filters + 784 * 8
 
     def __init__(self, z_dim: int = 8, num_input_channels: int = 1, num_filters: int = 32):
         super().__init__()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from pathlib import Path
 
 from dl1.errors import DL1Error
 
@@ -34,9 +35,10 @@ def _open_clip_metadata():
     """``open_clip.zero_shot_metadata`` (a plain data file), without paying for ``import open_clip``."""
     if "open_clip" in sys.modules:
         return importlib.import_module("open_clip.zero_shot_metadata")
-    from dl1.models.clip import _open_clip_dir
-
-    path = _open_clip_dir() / "zero_shot_metadata.py"
+    found = importlib.util.find_spec("open_clip")
+    if found is None or not found.submodule_search_locations:
+        raise DL1Error("open_clip is not installed: pip install open_clip_torch")
+    path = Path(list(found.submodule_search_locations)[0]) / "zero_shot_metadata.py"
     spec = importlib.util.spec_from_file_location("_dl1_open_clip_zero_shot_metadata", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

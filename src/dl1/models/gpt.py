@@ -1,6 +1,8 @@
 """A GPT language model (minGPT / the course's ``part3/gpt.py``), reading top to bottom like nanoGPT's ``model.py``.
 
-config -> causal self-attention -> MLP -> block -> model -> optimiser groups -> generate -> GPT-2 weights.
+config (``gpt_config.py``, torch-free) -> causal self-attention -> MLP -> block -> model -> optimiser groups ->
+generate -> copying a ``transformers`` GPT-2 -> the loss over a split.  No IO: GPT-2 weight files are read by
+``dl1.hub.gpt2``.
 
 ``CausalSelfAttention`` has two paths that compute the same thing: the explicit masked softmax the course asks for
 (Q3.2) and PyTorch's fused ``scaled_dot_product_attention`` (the default, several times faster).  State-dict names
@@ -9,10 +11,8 @@ config -> causal self-attention -> MLP -> block -> model -> optimiser groups -> 
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -20,63 +20,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from dl1.errors import DL1Error
+from dl1.models.gpt_config import ACTIVATION_NAMES, PRESETS, PRETRAINED, GPTConfig
 
-# (n_layer, n_head, n_embd) of the course's named models
-PRESETS: dict[str, tuple[int, int, int]] = {
-    "openai-gpt": (12, 12, 768),
-    "gpt2": (12, 12, 768),
-    "gpt2-medium": (24, 16, 1024),
-    "gpt2-large": (36, 20, 1280),
-    "gpt2-xl": (48, 25, 1600),
-    "gopher-44m": (8, 16, 512),
-    "gpt-mini": (6, 6, 192),
-    "gpt-micro": (4, 4, 128),
-    "gpt-nano": (3, 3, 48),
-}
-PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-
-
-@dataclass
-class GPTConfig:
-    """Model hyper-parameters: exactly one of ``model_type`` or (``n_layer``, ``n_head``, ``n_embd``) is given."""
-
-    vocab_size: int | None = None
-    block_size: int | None = None
-    model_type: str | None = None
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_embd: int | None = None
-    embd_pdrop: float = 0.1
-    resid_pdrop: float = 0.1
-    attn_pdrop: float = 0.1
-    fused_attention: bool = True  # scaled_dot_product_attention; False = the explicit masked softmax
-    activation: str = "gelu_tanh"  # GPT-2's (the course's NewGELU); "gelu" = exact erf GELU (nanoGPT's nn.GELU)
-
-    def resolved(self) -> GPTConfig:
-        """A copy with the preset's sizes filled in; raises ValueError on a missing or ambiguous size."""
-        given = [self.n_layer, self.n_head, self.n_embd]
-        if (self.model_type is not None) == all(v is not None for v in given):
-            raise ValueError("give exactly one of model_type or (n_layer, n_head, n_embd)")
-        cfg = dataclasses.replace(self)
-        if self.model_type is not None:
-            if self.model_type not in PRESETS:
-                raise ValueError(f"unknown model_type {self.model_type!r}; presets: {', '.join(PRESETS)}")
-            cfg.n_layer, cfg.n_head, cfg.n_embd = PRESETS[self.model_type]
-        if not cfg.vocab_size or not cfg.block_size:
-            raise ValueError("vocab_size and block_size must be set")
-        if cfg.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {cfg.activation!r}; choose from {', '.join(ACTIVATIONS)}")
-        if cfg.n_embd % cfg.n_head:
-            raise ValueError(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head})")
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> GPTConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+__all__ = ["GPT", "GPTConfig", "PRESETS", "PRETRAINED", "CausalSelfAttention", "Block", "MLP", "NewGELU",
+           "filter_logits", "mean_loss"]
 
 
 class NewGELU(nn.Module):
@@ -86,7 +33,7 @@ class NewGELU(nn.Module):
         return F.gelu(x, approximate="tanh")  # the same formula as one fused kernel
 
 
-ACTIVATIONS = {"gelu_tanh": NewGELU, "gelu": nn.GELU}
+ACTIVATIONS = dict(zip(ACTIVATION_NAMES, (NewGELU, nn.GELU), strict=True))
 
 
 class CausalSelfAttention(nn.Module):
@@ -94,7 +41,6 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        assert config.n_embd % config.n_head == 0
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # key, query, value of all heads at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
@@ -253,34 +199,38 @@ class GPT(nn.Module):
         and ``top_p`` (nucleus: the smallest set whose probability reaches p).  The context is cropped to the last
         ``block_size`` tokens.
         """
-        if temperature <= 0:
+        if not temperature > 0:
             raise ValueError("temperature must be > 0")
         for _ in range(max_new_tokens):
             idx_cond = idx[:, -self.block_size:]  # (B, <=block)
             logits, _ = self(idx_cond)
-            logits = logits[:, -1, :] / temperature  # (B, vocab)
-            logits = filter_logits(logits, top_k=top_k, top_p=top_p)
-            if do_sample:
-                idx_next = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
-            else:
+            logits = logits[:, -1, :].float()  # (B, vocab)
+            if not do_sample:  # greedy: the most likely token, whatever the temperature and filters
                 idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                # the maximum becomes 0 before dividing, so no temperature overflows: as it goes to 0, every
+                # token below the maximum goes to -inf and sampling becomes greedy (ties shared), never NaN
+                logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # (B, vocab)
+                logits = filter_logits(logits, top_k=top_k, top_p=top_p)
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
 
     # -- GPT-2 weights ---------------------------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, model_type: str = "gpt2") -> GPT:
-        """GPT-2 weights through ``transformers``: a hub name (``gpt2``, ...) or a local ``save_pretrained`` folder."""
-        return cls.from_hf(load_hf_gpt2(model_type))
+    @staticmethod
+    def config_from_hf(hf_config: Any) -> GPTConfig:
+        """Our config of a ``transformers.GPT2Config`` (no dropout: the weights are for inference)."""
+        if getattr(hf_config, "activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise DL1Error(f"unsupported GPT-2 activation {hf_config.activation_function!r} "
+                           "(only tanh-approximate GELU)")
+        return GPTConfig(vocab_size=hf_config.vocab_size, block_size=hf_config.n_positions,
+                         n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd,
+                         embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
 
     @classmethod
     def from_hf(cls, hf_model: nn.Module) -> GPT:
         """Copy a ``transformers.GPT2LMHeadModel`` into our GPT (Conv1D weights transposed)."""
-        hc = hf_model.config
-        if getattr(hc, "activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise DL1Error(f"unsupported GPT-2 activation {hc.activation_function!r} (only tanh-approximate GELU)")
-        config = GPTConfig(vocab_size=hc.vocab_size, block_size=hc.n_positions, n_layer=hc.n_layer, n_head=hc.n_head,
-                           n_embd=hc.n_embd, embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+        config = cls.config_from_hf(hf_model.config)
         model = cls(config)
         sd = model.state_dict()
         sd_hf = {k: v for k, v in hf_model.state_dict().items()
@@ -314,31 +264,16 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
-def load_hf_gpt2(name_or_path: str) -> nn.Module:
-    """``transformers.GPT2LMHeadModel.from_pretrained`` with one-line errors for a missing extra or missing weights."""
-    try:
-        from transformers import GPT2LMHeadModel
-    except ImportError:
-        raise DL1Error("GPT-2 weights need the transformers package: pip install 'dl1[hf]'") from None
-    local = Path(name_or_path).is_dir()
-    if not local and name_or_path not in PRETRAINED:
-        raise DL1Error(f"unknown pretrained model {name_or_path!r}: use one of {', '.join(PRETRAINED)} "
-                       "or a folder written by save_pretrained")
-    try:
-        return GPT2LMHeadModel.from_pretrained(name_or_path, local_files_only=hf_offline(local)).eval()
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise DL1Error(f"cannot load GPT-2 weights {name_or_path!r} ({first}); they download from the Hugging Face "
-                       "hub on first use (needs network, unset HF_HUB_OFFLINE) into ~/.cache/huggingface, or pass a "
-                       "local folder written by GPT2LMHeadModel.save_pretrained") from None
-
-
-def hf_offline(local: bool = False) -> bool:
-    """True when the Hugging Face hub cannot be reached: then only the local cache is used, failing in about a
-    second instead of retrying for half a minute (``HF_HUB_OFFLINE=1`` or ``DL1_OFFLINE=1`` decide without a probe)."""
-
-    if local:
-        return False
-    from dl1.hub import online
-
-    return not online("https://huggingface.co/")
+@torch.inference_mode()
+def mean_loss(model: nn.Module, windows: Iterable[tuple[torch.Tensor, torch.Tensor]], device: Any) -> float:
+    """Mean cross-entropy (nats per token) of ``model`` in eval mode over ``(x, y)`` windows (b, T), every target
+    counted once; one host sync at the end."""
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for x, y in windows:
+        x, y = x.to(device), y.to(device)
+        logits, _ = model(x)  # (b, T, V)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+        count += y.numel()
+    return float(total.item()) / max(count, 1)

@@ -1,4 +1,4 @@
-"""The course's PyTorch MLP: ``[Linear → (BatchNorm1d) → ELU] × len(n_hidden) → Linear``, logits out (SPEC §1.6)."""
+"""The course's PyTorch MLP: ``[Linear → (BatchNorm1d) → ELU] × len(n_hidden) → Linear``, logits out."""
 
 from __future__ import annotations
 

@@ -16,11 +16,15 @@ mode, whatever ``train()`` is called with.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dl1.models.prompters import init_prompt
+from dl1.errors import DL1Error, first_line
+from dl1.models.prompters import build_prompter, init_prompt
 
 
 def tower_dtype(clip_model: nn.Module) -> torch.dtype:
@@ -63,6 +67,13 @@ class PromptedCLIP(nn.Module):
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Names and parameters that require gradients (only the prompt's)."""
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def load_prompt(self, state: Mapping[str, Any], source: str = "the checkpoint") -> None:
+        """Load a saved prompt into ``prompt_learner``; one that does not fit is a one-line DL1Error."""
+        try:
+            self.prompt_learner.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise DL1Error(f"the prompt in {source} does not fit this model: {first_line(exc)}") from None
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -150,3 +161,36 @@ def count_parameters(model: PromptedCLIP) -> dict[str, int]:
     trainable = sum(p.numel() for _, p in model.trainable_parameters())
     frozen = sum(p.numel() for p in model.clip_model.parameters())
     return {"trainable": trainable, "frozen": frozen}
+
+
+def build_prompted_clip(clip_model: nn.Module, text_features: torch.Tensor, prompt: Mapping[str, Any]) -> PromptedCLIP:
+    """The prompted CLIP that ``prompt`` describes (the keys of a clip-prompt config: ``prompt_type``, ``method``,
+    ``prompt_size``, ``image_size``, ``prompt_init_method``, ``prompt_num``, ``injection_layer``, ``seed``).  The
+    prompt's initial values depend on ``seed`` only; the global RNG is left as it was.  Bad sizes: ValueError."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(prompt["seed"])
+        if prompt["prompt_type"] == "deep_prompt":
+            return DeepPromptCLIP(clip_model, text_features, prompt["prompt_num"], prompt["injection_layer"],
+                                  prompt["prompt_init_method"])
+        prompter = build_prompter(prompt["method"], prompt["prompt_size"], prompt["image_size"],
+                                  prompt["prompt_init_method"], seed=prompt["seed"])
+        return VisualPromptCLIP(clip_model, text_features, prompter)
+
+
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device, amp: bool = True) -> dict[str, float]:
+    """Sample-weighted cross-entropy and top-1 (percent) of ``model`` over ``(images, targets)`` batches; float16
+    autocast on CUDA when ``amp``."""
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    use_amp = amp and device.type == "cuda"
+    with torch.no_grad():
+        for images, targets in batches:
+            images, targets = images.to(device, non_blocking=True), targets.to(device)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                logits = model(images)  # (B, C)
+            loss_sum += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+            correct += int((logits.argmax(dim=-1) == targets).sum())
+            n += targets.numel()
+    if n == 0:
+        raise DL1Error("evaluation saw no images (empty split?)")
+    return {"loss": loss_sum / n, "top1": 100.0 * correct / n, "n": n}

@@ -1,101 +1,42 @@
 """ImageNet ResNet-18 as a frozen feature extractor with a fresh linear head (the course's ``get_model``).
 
-``get_model(num_classes, weights)`` loads torchvision's ``ResNet18_Weights.IMAGENET1K_V1`` (from torch's hub cache,
-else downloaded) or a local state-dict file, freezes every parameter, and replaces ``fc`` (512 -> num_classes) with
-weight ~ N(0, 0.01^2) and bias 0, the only trainable part.  ``weights="random"`` builds a randomly initialised
-network for tests and smoke runs (never reported as a result).
-
-Offline and without the weights file, :func:`load_resnet18` fails in about a second with one line naming the file to
-download and the folder to put it in; it checks the cache and the network itself, so torchvision never starts a
-download that would hang.
+``get_model(num_classes, state_dict)`` builds torchvision's ResNet-18, loads the backbone weights it is given (the
+ImageNet ones come from :func:`dl1.hub.torchvision.resnet18_state_dict`; ``None`` keeps the random initialisation,
+for tests and smoke runs only, never a result), freezes every parameter, and replaces ``fc`` (512 -> num_classes)
+with weight ~ N(0, 0.01^2) and bias 0, the only trainable part.
 
 Batch norm of the frozen backbone: :func:`set_backbone_mode` keeps it in ``eval`` mode by default, so the running
 statistics stay ImageNet's and the model is a pure linear probe on fixed features (which is what makes feature
 caching exact).  ``train`` mode reproduces the reference solution (``model.train()`` updates the BN statistics on
 CIFAR although no weight is trained).
+
+The evaluation helpers (:func:`evaluate_model`, :func:`extract_features`, :func:`feature_accuracy`) take any iterable
+of ``(images, labels)`` batches.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from dl1.errors import DL1Error
-from dl1.hub import online
+from dl1.errors import DL1Error, first_line
 
 FEATURE_DIM = 512
-WEIGHTS_ENUM = "IMAGENET1K_V1"  # = ResNet18_Weights.DEFAULT
 FC_STD = 0.01
 
 
-def weights_url() -> str:
-    from torchvision.models import ResNet18_Weights
-
-    return ResNet18_Weights[WEIGHTS_ENUM].url
-
-
-def weights_file() -> Path:
-    """Where torchvision looks for the ImageNet weights: ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights_url())
-
-
-def missing_weights_message() -> str:
-    path = weights_file()
-    return (f"ResNet-18 ImageNet weights not found and cannot be downloaded (offline): download {weights_url()} "
-            f"and put it in {path.parent}/ as {path.name} (set TORCH_HOME to use another cache), "
-            f"or pass --weights PATH")
-
-
-def check_weights(weights: str | Path | None = "imagenet") -> None:
-    """Fail fast (about a second) with one line if the weights are neither on disk nor downloadable."""
-    if weights is None or str(weights) == "random":
-        return
-    if str(weights) == "imagenet":
-        if not weights_file().is_file() and not online(weights_url()):
-            raise DL1Error(missing_weights_message())
-    elif not Path(weights).is_file():
-        raise DL1Error(f"--weights: file not found: {weights}")
-
-
-def load_resnet18(weights: str | Path | None = "imagenet") -> nn.Module:
-    """torchvision ResNet-18: ``"imagenet"`` (cache or download), ``"random"``/``None``, or a state-dict file."""
-    from torchvision.models import ResNet18_Weights, resnet18
-
-    if weights is None or str(weights) == "random":
-        return resnet18(weights=None)
-    if str(weights) == "imagenet":
-        check_weights(weights)
-        try:
-            return resnet18(weights=ResNet18_Weights[WEIGHTS_ENUM])
-        except Exception as exc:  # download failed or corrupt cache file
-            raise DL1Error(f"cannot load ResNet-18 ImageNet weights ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:160]}); {missing_weights_message()}") from None
-    return _from_file(Path(weights))
-
-
-def _from_file(path: Path) -> nn.Module:
-    """A torchvision ResNet-18 state dict (optionally under a ``state_dict``/``model`` key) from ``path``."""
+def build_resnet18(state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """torchvision's ResNet-18 with ``state_dict`` loaded (``None``: random initialisation)."""
     from torchvision.models import resnet18
 
-    if not path.is_file():
-        raise DL1Error(f"--weights: file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DL1Error(f"--weights: cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") \
-            from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
     model = resnet18(weights=None)
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise DL1Error(f"--weights: {path} is not a torchvision ResNet-18 state dict "
-                       f"({str(exc).splitlines()[0][:160]})") from None
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise DL1Error(f"not a torchvision ResNet-18 state dict ({first_line(exc, 160)})") from None
     return model
 
 
@@ -114,9 +55,10 @@ def freeze_backbone(model: nn.Module) -> None:
         p.requires_grad = name.startswith("fc.")
 
 
-def get_model(num_classes: int = 100, weights: str | Path | None = "imagenet") -> nn.Module:
-    """The course's ``get_model``: ResNet-18, all frozen, fresh ``fc`` (N(0, 0.01^2) weight, zero bias)."""
-    model = load_resnet18(weights)
+def get_model(num_classes: int = 100, state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """The course's ``get_model``: ResNet-18 with ``state_dict``, all frozen, fresh ``fc`` (N(0, 0.01^2) weight, zero
+    bias)."""
+    model = build_resnet18(state_dict)
     for p in model.parameters():
         p.requires_grad = False
     reset_fc(model, num_classes)
@@ -143,3 +85,41 @@ def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
     x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
     return torch.flatten(model.avgpool(x), 1)  # (B, 512)
+
+
+def extract_features(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone features of every batch, in order: ``((N, 512), (N,))`` on ``device``, model in eval mode."""
+    model.eval()
+    feats, labels = [], []
+    with torch.no_grad():
+        for x, y in batches:
+            feats.append(features(model, x.to(device)))  # (B, 512)
+            labels.append(y.to(device))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def evaluate_model(model: nn.Module, data_loader: Iterable, device: torch.device) -> float:
+    """The course's ``evaluate_model``: accuracy in [0, 1] with the model in eval mode and no gradients."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in data_loader:
+            pred = model(x.to(device)).argmax(dim=1)
+            correct += int((pred == y.to(device)).sum())
+            total += len(y)
+    return correct / max(total, 1)
+
+
+def feature_accuracy(fc: nn.Module, feats: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    """Accuracy of ``fc`` on cached features."""
+    fc.eval()
+    with torch.no_grad():
+        correct = sum(int((fc(feats[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
+                      for i in range(0, len(labels), batch_size))
+    return correct / max(len(labels), 1)
+
+
+def cached_batches(feats: torch.Tensor, labels: torch.Tensor, order: list[int], batch_size: int) -> list:
+    """Mini-batches ``(features, labels)`` of cached features in ``order``."""
+    idx = torch.tensor(order, device=feats.device)
+    return [(feats[idx[i:i + batch_size]], labels[idx[i:i + batch_size]]) for i in range(0, len(order), batch_size)]

@@ -1,4 +1,4 @@
-"""The course's NumPy MLP: ``[Linear → ELU] × len(n_hidden) → Linear → SoftMax`` (SPEC §1.3)."""
+"""The course's NumPy MLP: ``[Linear → ELU] × len(n_hidden) → Linear → SoftMax``."""
 
 from __future__ import annotations
 

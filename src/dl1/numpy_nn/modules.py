@@ -14,7 +14,7 @@ import numpy as np
 class LinearModule:
     """``Y = X Wᵀ + b`` with Kaiming initialisation; ``params``/``grads`` are dicts keyed ``weight`` and ``bias``.
 
-    Kaiming rule (SPEC §1.2): ``W ~ N(0, 2 / in_features)`` for a layer fed by an ELU/ReLU output, and
+    Kaiming rule (the course's): ``W ~ N(0, 2 / in_features)`` for a layer fed by an ELU/ReLU output, and
     ``N(0, 1 / in_features)`` for the input layer (normalised data, no half-rectification to compensate); biases 0.
     The input layer computes no gradient for its input (nothing upstream needs it): its ``backward`` returns ``None``
     unless ``needs_input_grad`` is set to True.

@@ -7,13 +7,15 @@ Images are stored as uint8 (``[-1, 1]`` mapped to ``0..255``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dl1.report import save_figure
+from dl1.report import new_figure, save_figure
+from dl1.report.generative import load_epoch_arrays, save_epoch_arrays
+from dl1.report.runs import read_json_file
+from dl1.runtime import read_jsonl
 
 SNAPSHOTS = "snapshots"
 
@@ -27,22 +29,12 @@ def to_uint8(images: Any) -> np.ndarray:
 
 def save_snapshot(run_dir: Path, epoch: int, **arrays: np.ndarray) -> Path:
     """Write ``snapshots/epoch_NNN.npz`` (atomically) with the given arrays."""
-    folder = Path(run_dir) / SNAPSHOTS
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"epoch_{epoch:03d}.npz"
-    tmp = folder / f".epoch_{epoch:03d}.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
-    return path
+    return save_epoch_arrays(Path(run_dir) / SNAPSHOTS, epoch, **arrays)
 
 
 def load_snapshots(run_dir: Path) -> dict[int, dict[str, np.ndarray]]:
     """All snapshots of a run, keyed by epoch (0 = before training)."""
-    out = {}
-    for path in sorted((Path(run_dir) / SNAPSHOTS).glob("epoch_*.npz")):
-        with np.load(path) as data:
-            out[int(path.stem.split("_")[1])] = {k: data[k] for k in data.files}
-    return out
+    return load_epoch_arrays(Path(run_dir) / SNAPSHOTS)
 
 
 # -- grids -----------------------------------------------------------------------------------------------------------
@@ -86,10 +78,8 @@ def pick_epochs(epochs: list[int], k: int = 4) -> list[int]:
 
 def progress_figure(snaps: dict[int, dict[str, np.ndarray]], key: str, path: Path, title: str, nrow: int = 8) -> Path:
     """One panel per chosen epoch: reconstructions (paired with originals) or prior samples."""
-    import matplotlib.pyplot as plt
-
     chosen = pick_epochs(sorted(snaps))
-    fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen), 3.0), squeeze=False)
+    fig, axes = new_figure(1, len(chosen), figsize=(2.6 * len(chosen), 3.0), squeeze=False)
     for ax, epoch in zip(axes[0], chosen):
         s = snaps[epoch]
         images = pair_rows(s["originals"], s["recon"], nrow) if key == "recon" else s["samples"]
@@ -104,11 +94,11 @@ def progress_figure(snaps: dict[int, dict[str, np.ndarray]], key: str, path: Pat
 
 def curves_figure(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Per-epoch reconstruction (train/test), generator/discriminator losses and discriminator accuracy."""
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    fig, axes = new_figure(1, 3, figsize=(12, 3.2))
     axes[0].plot([r["epoch"] for r in train], [r["recon_loss"] for r in train], label="train")
     axes[0].plot([r["epoch"] for r in test], [r["recon_loss"] for r in test], label="test")
     axes[0].set(title="reconstruction MSE", xlabel="epoch", yscale="log")
@@ -121,8 +111,6 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str = "") ->
         axes[2].plot([r["epoch"] for r in test], [r["disc_accuracy"] for r in test], label="test codes")
     axes[2].axhline(0.5, color="grey", ls=":", lw=1)
     axes[2].set(title="discriminator accuracy", xlabel="epoch", ylim=(0, 1.02))
-    from matplotlib.ticker import MaxNLocator
-
     for ax, where in zip(axes, ("upper right", "best", "lower right")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8, loc=where)
@@ -137,12 +125,12 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str = "") ->
 def latent_figure(codes: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, title: str = "",
                   n_prior: int = 3000, seed: int = 0) -> Path:
     """2-D test codes coloured by class, drawn over samples of the prior N(0, I)."""
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     prior = np.random.default_rng(seed).standard_normal((n_prior, 2))
-    fig, ax = plt.subplots(figsize=(6.2, 5.4))
+    fig, ax = new_figure(figsize=(6.2, 5.4))
     ax.scatter(prior[:, 0], prior[:, 1], s=4, c="lightgrey", label="prior N(0, I)", zorder=1)
-    cmap = plt.get_cmap("tab10")
+    cmap = colormaps["tab10"]
     for k, name in enumerate(classes):
         m = labels == k
         ax.scatter(codes[m, 0], codes[m, 1], s=3, color=cmap(k % 10), label=name, alpha=0.6, zorder=2)
@@ -156,12 +144,10 @@ def latent_figure(codes: np.ndarray, labels: np.ndarray, classes: list[str], pat
 
 def make_figures(run_dir: Path) -> list[Path]:
     """(Re)build every figure of an AAE run folder under ``figures/``; returns the written paths."""
-    from dl1.runtime import read_jsonl
-
     run_dir = Path(run_dir)
     figures = run_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    meta = json.loads((run_dir / "aae_meta.json").read_text()) if (run_dir / "aae_meta.json").exists() else {}
+    meta = read_json_file(run_dir / "aae_meta.json")  # {} when absent
     tag = meta.get("tag", "")
     written = []
     records = read_jsonl(run_dir / "metrics.jsonl")

@@ -1,4 +1,4 @@
-"""Figures of a classification run, computed from the run folder alone (Agg backend, no torch).
+"""Figures of a classification run, computed from the run folder alone (no pyplot, no torch).
 
 * ``curves.png``: train/validation loss and accuracy per epoch from ``metrics.jsonl`` (the test point of the best
   model as a star);
@@ -19,19 +19,10 @@ import numpy as np
 
 from dl1.errors import DL1Error
 from dl1.metrics import confusion_matrix_to_metrics
-from dl1.report import save_figure
+from dl1.report import new_figure, save_figure
 from dl1.runtime import read_jsonl
 
 BETAS = (0.1, 1.0, 10.0)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _series(records: list[dict[str, Any]], split: str, key: str) -> tuple[list[int], list[float]]:
@@ -41,8 +32,7 @@ def _series(records: list[dict[str, Any]], split: str, key: str) -> tuple[list[i
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Loss (left) and accuracy (right) per epoch for the train and val splits; test (if logged) as a star."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = new_figure(1, 2, figsize=(10, 3.8))
     for ax, key, label in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "acc", "accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
             epochs, values = _series(records, split, key)
@@ -57,18 +47,17 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, title: str = ""
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(confusion: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Heat map of the row-normalised matrix (colour = recall share), annotated with the raw counts."""
-    plt = _pyplot()
     cm = np.asarray(confusion, dtype=np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows != 0)
     n = len(classes)
     size = max(4.5, 0.55 * n + 2) if n <= 20 else 9.0
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    fig, ax = new_figure(figsize=(size, size * 0.9))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     if n <= 20:
@@ -82,15 +71,14 @@ def plot_confusion_matrix(confusion: np.ndarray, classes: Sequence[str], path: s
     ax.set_ylabel("true class")
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_f_beta(confusion: np.ndarray, classes: Sequence[str], path: str | Path, betas: Sequence[float] = BETAS,
                 title: str = "") -> Path:
     """Grouped bars: per-class F-β for each β (β = 0.1 ≈ precision, β = 10 ≈ recall)."""
-    plt = _pyplot()
     n, width = len(classes), 0.8 / len(betas)
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * n + 2) if n <= 20 else 16, 3.8))
+    fig, ax = new_figure(figsize=(max(6, 0.7 * n + 2) if n <= 20 else 16, 3.8))
     for j, beta in enumerate(betas):
         scores = confusion_matrix_to_metrics(confusion, beta)["f1_beta"]
         ax.bar(np.arange(n) + (j - (len(betas) - 1) / 2) * width, scores, width, label=f"β = {beta:g}")
@@ -106,13 +94,7 @@ def plot_f_beta(confusion: np.ndarray, classes: Sequence[str], path: str | Path,
     ax.legend(ncols=len(betas), loc="upper center", fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 def make_classification_figures(run_dir: str | Path, title: str | None = None) -> list[Path]:

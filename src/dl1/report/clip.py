@@ -1,7 +1,9 @@
-"""CLIP zero-shot figures: the course's grid of images with their top-5 class probabilities."""
+"""CLIP zero-shot figures: the course's grid of images with their top-5 class probabilities, redrawn from a run
+folder's ``predictions.npz`` and ``config.json`` alone."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -9,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dl1.report import save_figure
+from dl1.hub.clip import TINY_ARCH
+from dl1.report import new_figure, save_figure
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -48,22 +51,19 @@ def plot_predictions(images: np.ndarray, logits: np.ndarray, classnames: Sequenc
     """The course's ``visualize_predictions``: rows of (image, horizontal bar chart of its top-k probabilities),
     two images per row; ``images`` are uint8 ``(B, H, W, 3)``; true labels (if known) title each image and their
     bar is green."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     probs, idx = top_k_probabilities(logits, k)
     n = len(images)
     rows = max(1, math.ceil(n / 2))
-    fig = plt.figure(figsize=(12, 2.3 * rows + (0.5 if title else 0)))
+    fig, axes = new_figure(rows, 4, figsize=(12, 2.3 * rows + (0.5 if title else 0)), squeeze=False)
+    for ax in axes.flat[2 * n:]:
+        ax.set_visible(False)  # an odd number of images leaves the last row half empty
     for i in range(n):
-        ax = fig.add_subplot(rows, 4, 2 * i + 1)
+        ax = axes[i // 2, 2 * (i % 2)]
         ax.imshow(images[i])
         ax.axis("off")
         if labels is not None and labels[i] >= 0:
             ax.set_title(f"true: {classnames[labels[i]]}", fontsize=8)
-        ax = fig.add_subplot(rows, 4, 2 * i + 2)
+        ax = axes[i // 2, 2 * (i % 2) + 1]
         y = np.arange(probs.shape[1])
         truth = labels[i] if labels is not None else -1
         ax.barh(y, probs[i], color=["tab:green" if j == truth else "tab:blue" for j in idx[i]])
@@ -78,3 +78,23 @@ def plot_predictions(images: np.ndarray, logits: np.ndarray, classnames: Sequenc
     path = Path(path)
     save_figure(fig, path, dpi=dpi)
     return path
+
+
+def zeroshot_figures(run_dir: str | Path) -> list[Path]:
+    """Redraw the prediction figure of a clip-zeroshot run from its ``predictions.npz`` and ``config.json``."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "predictions.npz"
+    if not saved.exists():
+        return []
+    cfg = json.loads((run_dir / "config.json").read_text())
+    with np.load(saved, allow_pickle=False) as data:
+        images, logits, labels = data["images"], data["logits"], data["labels"]
+        classnames = [str(c) for c in data["classnames"]]
+    custom = ",".join(cfg.get("class_names") or []) or "default"
+    prompt = cfg.get("ensemble") or cfg.get("prompt_template", "")
+    name = f"{cfg['dataset']}-{cfg['split']}_{safe_name(custom)}_{safe_name(prompt, 40)}.png"
+    title = f"CLIP {cfg['arch']} zero-shot, {cfg['dataset']} {cfg['split']}, prompt: {prompt!r}"
+    if cfg.get("arch") == TINY_ARCH:
+        title += " (RANDOM test weights)"
+    return [plot_predictions(images, logits, classnames, run_dir / "figures" / name,
+                             labels=None if (labels < 0).all() else labels, title=title)]

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dl1.report import save_figure
+from dl1.report import new_figure, save_figure
 from dl1.runtime import read_jsonl
 
 TABLE_KEYS = ("label", "params", "top1", "ms_per_image_no_grad", "ms_per_image_grad", "memory_mb_no_grad",
@@ -75,11 +75,6 @@ def _legend_with_headroom(ax) -> None:
 
 def make_report(run_dir: Path) -> list[Path]:
     """Write the four figures and table.md; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     run_dir = Path(run_dir)
     rows = load_rows(run_dir)
     if not rows:
@@ -91,7 +86,7 @@ def make_report(run_dir: Path) -> list[Path]:
     paths = [fig_dir / f for f in FIGURES]
     ms = [r["ms_per_image_no_grad"] for r in rows.values()]
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = new_figure(figsize=(6.5, 4.5))
     ranked = {n: r for n, r in rows.items() if r.get("top1") is not None}
     _scatter(ax, ranked, [r["ms_per_image_no_grad"] for r in ranked.values()], [r["top1"] for r in ranked.values()],
              [_spread(r, "no_grad") for r in ranked.values()])
@@ -100,7 +95,7 @@ def make_report(run_dir: Path) -> list[Path]:
     ax.set_title(f"Accuracy vs speed — {where}", fontsize=10)
     _save(fig, paths[0])
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = new_figure(figsize=(6.5, 4.5))
     _scatter(ax, rows, [r["params"] / 1e6 for r in rows.values()], ms)
     ax.set_xscale("log")
     ax.set_xlabel("parameters (millions, log scale)")
@@ -108,14 +103,14 @@ def make_report(run_dir: Path) -> list[Path]:
     ax.set_title(f"Speed vs size — {where}", fontsize=10)
     _save(fig, paths[1])
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = new_figure(figsize=(7, 4.5))
     errs = {m: [_spread(r, m) for r in rows.values()] for m in ("grad", "no_grad")}
     _bars(ax, rows, "ms_per_image", "ms per image (median, IQR bars)", errs)
     _legend_with_headroom(ax)
     ax.set_title(f"Forward time with and without no_grad (batch {ctx.get('batch_size', 8)}) — {where}", fontsize=10)
     _save(fig, paths[2])
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = new_figure(figsize=(7, 4.5))
     _bars(ax, rows, "memory_mb", "MB held after the forward (output alive)")
     ax.set_yscale("log")
     _legend_with_headroom(ax)

@@ -1,17 +1,56 @@
-"""Figures of the generative models: image grids, the VAE's latent manifold, learning curves from ``metrics.jsonl``."""
+"""Figures of the generative models: image grids, the VAE's latent manifold, learning curves from ``metrics.jsonl``,
+and the per-epoch image snapshots (``<folder>/epoch_NNN.npz``) that the VAE and the AAE store in their run folders.
+
+Importing this module imports neither torch nor matplotlib; the functions that need them import them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
-from dl1.report import save_figure
+from dl1.errors import DL1Error, first_line
+from dl1.report import new_figure, save_figure
+from dl1.report.runs import read_json_file
 from dl1.runtime import read_jsonl
 
+if TYPE_CHECKING:
+    import torch
 
+VAE_SAMPLES = "samples"
+
+
+# -- snapshots: one compressed npz per epoch ---------------------------------------------------------------------------
+def save_epoch_arrays(folder: str | Path, epoch: int, **arrays: np.ndarray) -> Path:
+    """Write ``folder/epoch_NNN.npz`` atomically (temporary file, then rename) with the given arrays."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"epoch_{epoch:03d}.npz"
+    tmp = folder / f".epoch_{epoch:03d}.tmp.npz"
+    try:
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_epoch_arrays(folder: str | Path) -> dict[int, dict[str, np.ndarray]]:
+    """Every ``folder/epoch_NNN.npz``, keyed by epoch (0 = before training); arrays only (pickles are refused)."""
+    out = {}
+    for path in sorted(Path(folder).glob("epoch_*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                out[int(path.stem.split("_")[1])] = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise DL1Error(f"{path}: not a readable snapshot ({first_line(exc)})") from None
+    return out
+
+
+# -- image grids ------------------------------------------------------------------------------------------------------
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8,
                     value_range: tuple[float, float] = (0.0, 1.0), padding: int = 2) -> Path:
     """Save ``[B, C, H, W]`` images as one PNG grid, mapping ``value_range`` linearly to black..white.
@@ -30,6 +69,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8,
 
 def save_png(image: torch.Tensor, path: str | Path) -> Path:
     """Save one ``[C, H, W]`` image with values in [0, 1] as PNG: grey (one channel, a third of the size) if C = 1."""
+    import torch
     from PIL import Image
 
     array = image.detach().cpu().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)  # (C, H, W)
@@ -42,36 +82,43 @@ def save_png(image: torch.Tensor, path: str | Path) -> Path:
     return path
 
 
+# -- the VAE's latent manifold ----------------------------------------------------------------------------------------
 def manifold_latents(grid_size: int = 20, device: torch.device | str | None = None) -> torch.Tensor:
     """The ``grid_size²`` 2-D latents of the manifold, ``[grid², 2]``: ``z = Φ⁻¹((i + 0.5)/grid_size)`` per axis.
 
     Row-major order: the image in grid row ``r``, column ``c`` (index ``r·grid + c``) decodes
     ``z = (Φ⁻¹(p_c), Φ⁻¹(p_r))`` — z₁ grows to the right, z₂ grows downwards.
     """
+    import torch
+
     p = (torch.arange(grid_size, dtype=torch.float32, device=device) + 0.5) / grid_size  # (G,)
     z = torch.special.ndtri(p)  # Gaussian percent-point function, (G,)
     z2, z1 = torch.meshgrid(z, z, indexing="ij")  # (G, G) each: row index -> z2, column index -> z1
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)  # (G², 2)
 
 
-@torch.no_grad()
 def visualize_manifold(decoder: torch.nn.Module, grid_size: int = 20) -> torch.Tensor:
     """Decode the ``grid_size × grid_size`` percentile grid of a 2-D latent space into one image grid.
 
     Each cell shows the decoder's **mean** image ``Σ_k p_k·k/15`` (not a sample).  Returns the ``make_grid``
     tensor ``[3, H, W]`` with values in [0, 1]; save it with ``torchvision.utils.save_image``.
     """
+    import torch
+    import torch.nn.functional as F
     from torchvision.utils import make_grid
 
     device = next(decoder.parameters()).device
-    z = manifold_latents(grid_size, device=device)  # (G², 2)
-    logits = decoder(z)  # (G², 16, 28, 28)
-    probs = F.softmax(logits, dim=1)
-    levels = torch.arange(logits.shape[1], device=device, dtype=probs.dtype).view(1, -1, 1, 1) / (logits.shape[1] - 1)
-    imgs = (probs * levels).sum(dim=1, keepdim=True)  # (G², 1, 28, 28) in [0, 1]
+    with torch.no_grad():
+        z = manifold_latents(grid_size, device=device)  # (G², 2)
+        logits = decoder(z)  # (G², 16, 28, 28)
+        probs = F.softmax(logits, dim=1)
+        levels = torch.arange(logits.shape[1], device=device, dtype=probs.dtype).view(1, -1, 1, 1) / (
+            logits.shape[1] - 1)
+        imgs = (probs * levels).sum(dim=1, keepdim=True)  # (G², 1, 28, 28) in [0, 1]
     return make_grid(imgs.cpu(), nrow=grid_size, padding=2, pad_value=0.5)
 
 
+# -- learning curves --------------------------------------------------------------------------------------------------
 def _epoch_series(records: list[dict], split: str, key: str) -> tuple[list[float], list[float]]:
     rows = [r for r in records if r.get("split") == split and key in r and "epoch" in r]
     return [r["epoch"] for r in rows], [float(r[key]) for r in rows]
@@ -85,13 +132,8 @@ def plot_learning_curves(metrics_path: str | Path, path: str | Path, title: str 
     The last ``test`` record (if any) is drawn as a star at the best epoch; ``baseline`` as a dotted line in the first
     panel.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = read_jsonl(Path(metrics_path))
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    fig, axes = new_figure(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for split, style in (("train", "-"), ("val", "--")):
             xs, ys = _epoch_series(records, split, key)
@@ -109,6 +151,39 @@ def plot_learning_curves(metrics_path: str | Path, path: str | Path, title: str 
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path)
+
+
+# -- a VAE run folder -------------------------------------------------------------------------------------------------
+def vae_best_model(run_dir: str | Path):
+    """The VAE of a run folder with its best (else last) checkpoint's weights, on the CPU, in eval mode."""
+    from dl1.models.vae import VAE
+    from dl1.runtime import checkpoint_file
+    from dl1.train import load_checkpoint
+
+    cfg = read_json_file(Path(run_dir) / "config.json")
+    model = VAE(int(cfg["num_filters"]), int(cfg["z_dim"]), float(cfg["lr"]))
+    model.load_state_dict(load_checkpoint(checkpoint_file(run_dir, prefer="best"))["modules"]["vae"])
+    return model.eval()
+
+
+def vae_figures(run_dir: str | Path, model=None) -> list[Path]:
+    """Rebuild every figure of a VAE run folder: sample grids, learning curves, and the manifold when z_dim = 2."""
+    import torch
+
+    run_dir = Path(run_dir)
+    figures = run_dir / "figures"
+    out = []
+    for epoch, arrays in load_epoch_arrays(run_dir / VAE_SAMPLES).items():
+        out.append(save_image_grid(torch.from_numpy(arrays["images"]), figures / f"vae_samples_epoch_{epoch:03d}.png",
+                                   nrow=8, value_range=(0, 15)))
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    base = [r for r in records if r.get("split") == "baseline"]
+    cfg = read_json_file(run_dir / "config.json")
+    out.append(plot_learning_curves(run_dir / "metrics.jsonl", figures / "vae_learning_curve.png",
+                                    title=f"VAE, 4-bit {cfg['dataset']}, z_dim={cfg['z_dim']}",
+                                    baseline=base[-1]["test_bpd"] if base else None))
+    if cfg["z_dim"] == 2 and (run_dir / "checkpoints").is_dir():
+        model = model if model is not None else vae_best_model(run_dir)
+        out.append(save_png(visualize_manifold(model.decoder, grid_size=20)[:1], figures / "vae_manifold.png"))
+    return out

@@ -7,22 +7,33 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dl1.report import save_figure
-from dl1.runtime import read_jsonl
+from dl1.errors import DL1Error, first_line
+from dl1.report import new_figure, save_figure
+from dl1.runtime import read_jsonl_counted
 
 SKIP_KEYS = {"step", "split", "epoch", "time"}
 
 
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run folder ({} if absent); a cut, binary or non-object file is one-line DL1Error."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DL1Error(f"{path} is unreadable ({first_line(exc, 120)})") from None
+    if not isinstance(value, dict):
+        raise DL1Error(f"{path} does not hold a JSON object")
+    return value
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """config, summary and metric records of a run folder."""
+    """config, summary and metric records of a run folder (and how many lines of metrics.jsonl are not records)."""
     run_dir = Path(run_dir)
-
-    def load(name: str) -> dict[str, Any]:
-        path = run_dir / name
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    return {"dir": run_dir, "config": load("config.json"), "summary": load("summary.json"),
-            "metrics": read_jsonl(run_dir / "metrics.jsonl")}
+    records, bad = read_jsonl_counted(run_dir / "metrics.jsonl")
+    return {"dir": run_dir, "config": read_json_file(run_dir / "config.json"),
+            "summary": read_json_file(run_dir / "summary.json"), "metrics": records, "bad_lines": bad}
 
 
 def is_run_dir(path: Path) -> bool:
@@ -42,11 +53,6 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
     """One panel per numeric metric, one line per split, against the optimisation step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys: list[str] = []
     for r in records:
         for k, v in r.items():
@@ -57,7 +63,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
     keys = keys[:8]
     cols = min(4, len(keys))
     rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig, axes = new_figure(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for split in dict.fromkeys(r["split"] for r in records):
             pts = [(r["step"], r[key]) for r in records if r["split"] == split and isinstance(r.get(key), int | float)]
@@ -77,16 +83,21 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
     return path
 
 
-def experiment_figures(run_dir: Path, experiment: str) -> bool:
-    """Call the experiment's own ``make_figures(run_dir)``; False if it has none."""
-    try:
-        module = importlib.import_module(f"dl1.experiments.{experiment.replace('-', '_')}")
-    except ImportError:
+def experiment_figures(run_dir: Path, experiment: Any) -> bool:
+    """Call the experiment's own ``make_figures(run_dir)``; False if it has none (or the name is no experiment)."""
+    from dl1.experiments import names
+
+    if not isinstance(experiment, str) or experiment not in names():
         return False
+    module = importlib.import_module(f"dl1.experiments.{experiment.replace('-', '_')}")
     make = getattr(module, "make_figures", None)
     if not callable(make):
         return False
-    make(Path(run_dir))
+    try:
+        make(Path(run_dir))
+    except (KeyError, ValueError, TypeError, IndexError) as exc:  # records that are not what the experiment wrote
+        raise DL1Error(f"{run_dir}: its records do not fit {experiment}'s figures "
+                       f"({type(exc).__name__}: {first_line(exc, 120)})") from None
     return True
 
 
@@ -101,18 +112,18 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_run_report(run_dir: Path) -> Path:
-    """Rebuild ``figures/`` and ``report.md`` of one run from its folder."""
-    run = read_run(run_dir)
+def write_run_report(run_dir: Path, run: dict[str, Any] | None = None) -> Path:
+    """Rebuild ``figures/`` and ``report.md`` of one run from its folder (``run``: its :func:`read_run`, if read)."""
+    run = run if run is not None else read_run(run_dir)
     run_dir = Path(run_dir)
-    experiment = run["config"].get("experiment", run_dir.parent.name)
+    experiment = str(run["config"].get("experiment", run_dir.parent.name))
     report = run_dir / "report.md"
     before = report.stat().st_mtime_ns if report.exists() else None
     if not experiment_figures(run_dir, experiment) and run["metrics"]:
         plot_curves(run["metrics"], run_dir / "figures" / "curves.png", title=experiment)
     if report.exists() and report.stat().st_mtime_ns != before:
         return report  # the experiment wrote its own report (e.g. gnn's question-by-question answers)
-    argv = (run_dir / "argv.txt").read_text().strip() if (run_dir / "argv.txt").exists() else ""
+    argv = (run_dir / "argv.txt").read_text(errors="replace").strip() if (run_dir / "argv.txt").exists() else ""
     summary = {k: v for k, v in flatten(run["summary"]).items() if k not in ("run_dir",)}
     config = {k: v for k, v in run["config"].items() if k != "experiment"}
     parts = [f"# {experiment}: {run_dir.name}", "", f"Command: `{argv.splitlines()[-1] if argv else '?'}`", "",
@@ -159,11 +170,6 @@ def _default_metric(keys: list[str]) -> str | None:
 
 
 def _plot_sweep(rows: list[dict[str, Any]], swept: list[str], metric: str, path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     x_key, group_keys = swept[0], swept[1:]
     groups: dict[str, list[tuple[Any, float]]] = {}
     for r in rows:
@@ -173,9 +179,9 @@ def _plot_sweep(rows: list[dict[str, Any]], swept: list[str], metric: str, path:
         groups.setdefault(label, []).append((r.get(x_key), r[metric]))
     if not groups:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     for label, pts in groups.items():
-        pts.sort(key=lambda p: (isinstance(p[0], str), p[0]))
+        pts.sort(key=lambda p: (0, p[0]) if isinstance(p[0], int | float) else (1, str(p[0])))
         ax.plot([str(p[0]) for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xlabel(x_key)
     ax.set_ylabel(metric)

@@ -6,7 +6,6 @@ accepts it and can never run code.  Random-number-generator states are stored as
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -14,29 +13,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from dl1.errors import DL1Error
+from dl1.errors import DL1Error, first_line
+from dl1.runtime import write_atomic
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically: a crash mid-write never leaves a corrupt checkpoint."""
+    """Write ``state`` to ``path`` atomically: a crash mid-write never leaves a corrupt checkpoint, and a failed write
+    (a full disk) removes its temporary file, keeps the previous checkpoint and raises one-line :class:`DL1Error`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda fh: torch.save(state, fh))
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write of its zip archive as a RuntimeError
+        raise DL1Error(f"cannot write checkpoint {path} (the previous one is kept): {first_line(exc)}") from None
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (never executes code from the file)."""
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (never executes code from the file: anything but
+    tensors, numbers, strings and plain containers is refused with one line).  ``mmap=True`` maps the tensors
+    instead of reading them (a cheap check that the file is whole and safe)."""
     path = Path(path)
     if not path.is_file():
         raise DL1Error(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # corrupt/truncated/foreign file
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise DL1Error(f"cannot read checkpoint {path}: {type(exc).__name__}: {first}") from None
+        raise DL1Error(f"cannot read checkpoint {path}: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def rng_state() -> dict[str, Any]:

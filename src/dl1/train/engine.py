@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dl1.errors import DL1Error
-from dl1.runtime import Run
+from dl1.errors import DL1Error, first_line
+from dl1.runtime import Run, checkpoint_file
 from dl1.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
@@ -129,16 +129,15 @@ class Trainer:
             set_rng_state(state["rng"])
 
     def resume(self, source: str | Path) -> None:
-        """Continue from a checkpoint file or from a run folder's ``checkpoints/last.pt``."""
-        path = Path(source)
-        if path.is_dir():
-            path = path / "checkpoints" / "last.pt"
+        """Continue from a checkpoint file or a run folder (its ``checkpoints/last.pt``, else ``best.pt``).  The run
+        folder is committed (config, env, argv written; metrics cut back to the checkpoint's step) only after the
+        checkpoint has been loaded, so a checkpoint that does not fit changes nothing."""
+        path = checkpoint_file(source, prefer="last")
         try:
             self.load_state_dict(load_checkpoint(path, map_location=self.device))
-        except (RuntimeError, KeyError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
             raise DL1Error(f"cannot resume from {path}: it does not fit this model/optimiser (were different "
-                           f"size flags used?): {first}") from None
+                           f"size flags used?): {first_line(exc)}") from None
         self.run.truncate_after(self.step)
         print(f"[{self.run.experiment}] resumed from {path} at epoch {self.epoch}, step {self.step}", flush=True)
 
