@@ -335,10 +335,10 @@ def test_benchmark_pca_and_table_on_fake_files(tmp_path, capsys):
 
 
 def test_too_big_a_step_is_refused_before_training(tmp_path, monkeypatch):
-    import dl1.generate
+    import dl1.runtime
     from dl1.errors import DL1Error
 
-    monkeypatch.setattr(dl1.generate, "available_memory", lambda device: 8 * 2**20)
+    monkeypatch.setattr(dl1.runtime, "available_memory", lambda device: 8 * 2**20)
     with pytest.raises(DL1Error, match=r"^training the AAE .* needs about .* what fits: --batch_size \d+$"):
         execute("aae", ["--batch_size", "512"], smoke=True, out_dir=tmp_path, quiet=True)
     assert not (tmp_path / "aae").exists() or not any((tmp_path / "aae").iterdir())

@@ -128,3 +128,35 @@ def _quiet_run():
     from dl1.runtime import Run
 
     return Run("cnn-compare", enabled=False, quiet=True)
+
+
+def test_tour_rows_compare_like_with_like(smoke_run):
+    from dl1.report.cnn import tour_rows
+
+    rows = tour_rows(smoke_run)  # a CPU run: the reference's GPU time is said to be not comparable
+    assert [r[0].split(" ms/image")[0] for r in rows] == ["ResNet-18", "MobileNet-v3-S"]
+    label, ours, reference = rows[0]
+    assert "ms/image on CPU" in ours and f"{smoke_run['table']['resnet18']['ms_per_image_no_grad']:.3g}" in ours
+    assert reference.startswith("1.05 ms/image on a GPU (8.4 ms per batch of 8") and "not comparable" in reference
+    assert "batch 2 (reference: 8)" in ours  # the smoke batch differs from the reference's
+    gpu = {"device": "cuda:0", "device_name": "NVIDIA H200", "batch_size": 8,
+           "table": {"resnet18": {"label": "ResNet-18", "ms_per_image_no_grad": 0.362},
+                     "vit_s_8": {"label": "ViT-S/8", "ms_per_image_no_grad": 1.5}},
+           "details": {"resnet18": {"timing": {"no_grad": {"q1_ms_per_image": 0.30, "q3_ms_per_image": 0.45}}},
+                       "vit_s_8": {"timing": {"no_grad": {"q1_ms_per_image": 1.49, "q3_ms_per_image": 1.51}}}}}
+    (_, ours, reference), (_, vit, vit_ref) = tour_rows(gpu)
+    assert "0.362 ms/image on NVIDIA H200 (0.34× the reference)" in ours and "not comparable" not in reference
+    assert "⚠ spread 41% across repeats (> 20%)" in ours  # (0.45 - 0.30) / 0.362
+    assert "⚠" not in vit and vit_ref.startswith("12.9 ms/image")
+
+
+def test_a_wide_timing_spread_is_flagged_in_the_table():
+    from dl1.report.cnn import report_markdown, spread
+
+    assert spread(1.0, 0.9, 1.1) == pytest.approx(0.2) and spread(0.0, 0.0, 0.0) is None
+    row = {"label": "ResNet-18", "params": 11_689_512, "top1": 69.76, "ms_per_image_no_grad": 1.0,
+           "q1_ms_per_image_no_grad": 0.8, "q3_ms_per_image_no_grad": 1.3, "ms_per_image_grad": 1.0,
+           "q1_ms_per_image_grad": 0.95, "q3_ms_per_image_grad": 1.05, "memory_mb_no_grad": 0.2,
+           "memory_mb_grad": 100.0}
+    text = report_markdown({"resnet18": row}, {"device_name": "CPU"})
+    assert "ResNet-18 (no_grad): spread 50% across repeats (> 20%)" in text and "(grad): spread" not in text

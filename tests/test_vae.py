@@ -265,7 +265,7 @@ def test_bad_flags_are_usage_errors():
 
 
 def test_too_big_a_step_is_one_line_saying_what_fits(tmp_path, monkeypatch):
-    import dl1.generate
+    import dl1.runtime
     from dl1.errors import DL1Error
     from dl1.experiments import execute
     from dl1.models.vae import VAE, check_step_memory
@@ -274,7 +274,7 @@ def test_too_big_a_step_is_one_line_saying_what_fits(tmp_path, monkeypatch):
     check_step_memory(lambda: VAE(4, 2), VAE.activation_floats(4), 100, need, what="the VAE", where="cpu")  # fits
     with pytest.raises(DL1Error, match=r"what fits: --batch_size 99$"):
         check_step_memory(lambda: VAE(4, 2), VAE.activation_floats(4), 100, need - 1, what="the VAE", where="cpu")
-    monkeypatch.setattr(dl1.generate, "available_memory", lambda device: 2**20)
+    monkeypatch.setattr(dl1.runtime, "available_memory", lambda device: 2**20)
     with pytest.raises(DL1Error, match=r"^training the VAE .* on --batch_size 4096 needs about .* GiB .*--batch_size"):
         execute("vae", ["--batch_size", "4096"], smoke=True, out_dir=tmp_path, quiet=True)
     assert not (tmp_path / "vae").exists() or not any((tmp_path / "vae").iterdir())  # no run folder left

@@ -12,12 +12,12 @@ of the shapes the configuration gives, all finite.  GPT-2 weights: see --pretrai
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dl1 import runtime
 from dl1.config import arg, parse_config
 from dl1.errors import DL1Error, UsageError, first_line
 from dl1.models.gpt_config import GPTConfig
@@ -67,35 +67,12 @@ class HFTokenizer:
 
 
 # -- memory ----------------------------------------------------------------------------------------------------------
-def available_memory(device: Any) -> int | None:
-    """Bytes free for new tensors on ``device``: CUDA's free memory, the system's available memory on CPU (Linux
-    MemAvailable, else free pages); None where unknown (then nothing is checked)."""
-    kind = getattr(device, "type", str(device).split(":")[0])
-    if kind == "cuda":
-        import torch
-
-        return int(torch.cuda.mem_get_info(device)[0])
-    if kind != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_fits(config: GPTConfig, batch_size: int, device: Any, *, training: bool, batch_flag: str,
                block_flag: str | None = None, context: int | None = None) -> None:
     """One line saying what fits when ``config`` on ``batch_size`` windows of ``context`` tokens (default its block
     size) cannot fit in ``device``'s free memory."""
     cuda = getattr(device, "type", str(device)) == "cuda"
-    config.check_memory(batch_size, available_memory(device), training=training, where=str(device),
+    config.check_memory(batch_size, runtime.available_memory(device), training=training, where=str(device),
                         batch_flag=batch_flag, block_flag=block_flag, cuda=cuda, context=context)
 
 
@@ -134,32 +111,52 @@ def read_gpt_checkpoint(path: str | Path, device: Any = "cpu", mmap: bool = Fals
     if tokenizer.vocab_size != config.vocab_size:
         raise DL1Error(f"{path}: the stored tokenizer has {tokenizer.vocab_size} characters but the model's "
                        f"vocabulary is {config.vocab_size}")
+    _check_weights(path, config, modules["model"], extra.get("train_window"))
     return GPTCheckpoint(path, config, tokenizer, modules["model"], extra)
 
 
+def _check_weights(path: Path, config: GPTConfig, weights: dict[str, Any], window: Any = None) -> None:
+    """The weights are the tensors the config gives (names and shapes from a model on the meta device: nothing is
+    allocated), all finite; the training-loss window of ``dl1 run gpt`` (if stored) is a 0-d sum and a count."""
+    import torch
+
+    from dl1.models.gpt import GPT
+
+    if window is not None and not (isinstance(window, dict) and isinstance(window.get("sum"), torch.Tensor)
+                                   and window["sum"].shape == () and type(window.get("count")) is int
+                                   and window["count"] >= 0):
+        raise DL1Error(f"{path}: the stored training-loss window is not a sum and a count")
+
+    layers = {k.split(".")[2] for k in weights if isinstance(k, str) and k.startswith("transformer.h.")}
+    if len(layers) != config.n_layer:  # before a model of that many layers is built, even on the meta device
+        raise DL1Error(f"{path}: the weights hold {len(layers)} layers but the stored model config says "
+                       f"{config.n_layer:,}")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+    if set(weights) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        raise DL1Error(f"{path}: the weights do not match the stored model config (missing {missing[:3]}, "
+                       f"unexpected {unexpected[:3]})")
+    for name, shape in expected.items():
+        tensor = weights[name]
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tuple(tensor.shape) != shape:
+            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise DL1Error(f"{path}: weight {name} is {got} but the stored model config (vocabulary "
+                           f"{config.vocab_size:,}, width {config.n_embd}) gives {shape}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise DL1Error(f"{path}: weight {name} holds NaN or infinite values")
+
+
 def build_model(checkpoint: GPTCheckpoint):
-    """The GPT of a checked checkpoint, its weights used in place (shapes compared on the meta device first)."""
+    """The GPT of a checked checkpoint, its weights used in place (built on the meta device: nothing allocated
+    twice)."""
     import torch
 
     from dl1.models.gpt import GPT
 
     with torch.device("meta"):
         model = GPT(checkpoint.config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    weights = checkpoint.weights
-    if set(weights) != set(expected):
-        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-        raise DL1Error(f"{checkpoint.path}: the weights do not match the stored model config (missing "
-                       f"{missing[:3]}, unexpected {unexpected[:3]})")
-    for name, shape in expected.items():
-        tensor = weights[name]
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tuple(tensor.shape) != shape:
-            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise DL1Error(f"{checkpoint.path}: weight {name} is {got} but the stored model config (vocabulary "
-                           f"{checkpoint.config.vocab_size}, width {checkpoint.config.n_embd}) gives {shape}")
-        if not bool(torch.isfinite(tensor).all()):
-            raise DL1Error(f"{checkpoint.path}: weight {name} holds NaN or infinite values")
-    model.load_state_dict({k: v.float() for k, v in weights.items()}, assign=True)
+    model.load_state_dict({k: v.float() for k, v in checkpoint.weights.items()}, assign=True)
     return model
 
 

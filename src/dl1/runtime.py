@@ -63,6 +63,29 @@ def choose_device(preference: str = "auto"):
     return torch.device("cpu")
 
 
+def available_memory(device: Any) -> int | None:
+    """Bytes free for new tensors on ``device``: CUDA's free memory, the system's available memory on CPU (Linux
+    MemAvailable, else free pages); None where unknown (then nothing is checked)."""
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if kind == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    if kind != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def env_info() -> dict[str, Any]:
     """Versions, thread counts and devices: written to ``env.json`` of every run."""
     info: dict[str, Any] = {

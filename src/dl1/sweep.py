@@ -1,9 +1,10 @@
 """``dl1 sweep NAME --grid "key=v1,v2" [--grid ...] [--jobs N] [--sweep_dir DIR] [-- extra flags]``
 
 Runs the product of the grids, one run folder per combination (``SWEEP/key=v1_key2=w1/``), sequentially by default or
-in ``--jobs N`` parallel processes.  Combinations whose folder already has ``summary.json`` are skipped, an interrupted
-one is resumed when the experiment has a ``resume`` flag, and at the end ``dl1 report SWEEP`` writes one comparison
-table and a figure of the metric against the swept value.
+in ``--jobs N`` parallel processes.  Flags after ``--`` go to every run (``-- --smoke --epochs 3``); a flag there may
+not also be a grid key, and a grid key may be given once.  Combinations whose folder already has ``summary.json`` are
+skipped, an interrupted one is resumed when the experiment has a ``resume`` flag, and at the end ``dl1 report SWEEP``
+writes one comparison table and a figure of the metric against the swept value.
 """
 
 from __future__ import annotations
@@ -42,6 +43,23 @@ def parse_grid(specs: list[str], valid: list[str]) -> dict[str, list[str]]:
         if not grid[key]:
             raise UsageError(f"dl1 sweep: --grid {key} has no values")
     return grid
+
+
+RUN_SWITCHES = ("--smoke", "--tensorboard")  # flags of ``dl1 run`` itself (not of an experiment's config)
+
+
+def split_extra(extra: list[str], grid: dict[str, list[str]]) -> tuple[list[str], bool]:
+    """The config flags among the flags after ``--`` and whether ``--smoke`` is one of them.  A folder flag, or a
+    flag that is also a grid key (one of the two values would silently win), is a UsageError."""
+    for token in extra:
+        name = token.split("=", 1)[0]
+        if name in ("--out_dir", "--run_dir"):
+            raise UsageError(f"dl1 sweep: {name} cannot be given to the runs of a sweep; each run gets "
+                             f"SWEEP/<combination>/ (choose SWEEP with --sweep_dir)")
+        key = name[2:].removeprefix("no-") if name.startswith("--") else None
+        if key in grid:
+            raise UsageError(f"dl1 sweep: --{key} is both a --grid key and a flag after --; give it once")
+    return [t for t in extra if t not in RUN_SWITCHES], "--smoke" in extra
 
 
 def combinations(grid: dict[str, list[str]]) -> list[dict[str, str]]:
@@ -99,10 +117,11 @@ def main(argv: list[str]) -> int:
     module = experiments.load(args.name)
     fields = [f.name for f in dataclasses.fields(module.Config)]
     grid = parse_grid(args.grid, fields)
+    config_extra, smoke = split_extra(extra, grid)
     combos = combinations(grid)
     for combo in combos:  # validate every combination before starting any
         flags = [x for k, v in combo.items() for x in (f"--{k}", *v.split())]
-        experiments.make_config(args.name, [*extra, *flags])
+        experiments.make_config(args.name, [*config_extra, *flags], smoke=smoke)
     sweep_dir = args.sweep_dir or Path("runs") / "sweeps" / f"{args.name}-{datetime.now():%Y%m%d-%H%M%S}"
     check_output_folder(sweep_dir, "--sweep_dir")
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -176,10 +176,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 
     from dl1.data.images import class_cycle_indices
     from dl1.data.loaders import TensorBatches
-    from dl1.generate import available_memory
     from dl1.models.aae import AdversarialAE
     from dl1.models.vae import check_step_memory
-    from dl1.runtime import choose_device, seed_everything
+    from dl1.runtime import available_memory, choose_device, seed_everything
     from dl1.train import Trainer
 
     seed_everything(cfg.seed)

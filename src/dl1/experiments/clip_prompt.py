@@ -6,7 +6,9 @@ on a seeded 40,000/10,000 split of the training set; only the prompt trains.  Ev
 improvement of the validation top-1 writes ``best.pt`` (both hold the prompt alone, a few hundred KB at most), and the
 validation and test accuracies of the *best* prompt go to ``summary.json``.  ``--prompt_type deep_prompt`` learns
 ``--prompt_num`` tokens injected before block ``--injection_layer``.  ``--evaluate --resume CKPT [--test_noise]`` only
-evaluates a saved prompt on the test set, clean and (with ``--test_noise``) with N(0, 0.1) noise after preprocessing.
+evaluates a saved prompt on the test set, clean and (with ``--test_noise``) with N(0, 0.1) noise after preprocessing:
+the prompt, the CLIP and the data (dataset, real or synthetic files, text template) are the checkpoint's; a flag that
+contradicts them is refused unless ``--transfer`` asks for another dataset or template on purpose.
 Accuracies are top-1 in percent, weighted by samples.  The prompt's limits (input size, pad width, patch side,
 injection block) come from the architecture's name and are checked before anything is loaded.
 """
@@ -19,7 +21,15 @@ from typing import Any
 
 from dl1.config import arg, config_to_dict
 from dl1.errors import UsageError
-from dl1.hub.clip import MAX_IMAGE_SIZE, MAX_PROMPT_TOKENS, PROMPT_FIELDS, TINY_ARCH, TINY_PATCH, WEIGHTS_HELP
+from dl1.hub.clip import (
+    DATA_FIELDS,
+    MAX_IMAGE_SIZE,
+    MAX_PROMPT_TOKENS,
+    PROMPT_FIELDS,
+    TINY_ARCH,
+    TINY_PATCH,
+    WEIGHTS_HELP,
+)
 from dl1.runtime import Run, checkpoint_file, choose_device, seed_everything
 
 
@@ -41,15 +51,20 @@ class Config:
                                 "model for smoke runs.")
     pretrained: str = arg("openai", "open_clip weights tag (ignored with --clip_weights).")
     clip_weights: str | None = arg(None, WEIGHTS_HELP)
-    dataset: str = arg("cifar100", "Dataset the prompt is learnt on.", choices=("cifar10", "cifar100"))
+    dataset: str | None = arg(None, "Dataset the prompt is learnt on (default: cifar100; cifar10 with "
+                                    "--synthetic_data, the smoke size). With --evaluate: the checkpoint's.",
+                              choices=("cifar10", "cifar100"))
     data_dir: str | None = arg(None, "Folder holding cifar-10-batches-py/ or cifar-100-python/ "
                                      "(default: $DL1_DATA, else ./data).")
-    synthetic_data: bool = arg(False, "Smoke runs only: write tiny random CIFAR files (real format) into the run "
-                                      "folder and use them instead of --data_dir.")
+    synthetic_data: bool | None = arg(None, "Smoke runs only: write tiny random CIFAR files (real format) into the "
+                                            "run folder and use them instead of --data_dir (default: no; with "
+                                            "--evaluate: as the checkpoint was trained).")
     preprocess: str = arg("auto", "Where CLIP's resize/crop/normalise runs: pil = per image in DataLoader workers, "
                                   "batch = on the model's device from the raw uint8 images (same numbers), auto = "
                                   "batch on CUDA, else pil.", choices=("auto", "pil", "batch"))
-    text_prompt_template: str = arg("This is a photo of a {}", "Text template of the class prompts.")
+    text_prompt_template: str | None = arg(None, f"Text template of the class prompts (default: "
+                                                 f"{DATA_FIELDS['text_prompt_template']!r}; with --evaluate: the "
+                                                 f"checkpoint's).")
     val_size: int = arg(10_000, "Training images held out (seeded) for validation: 40,000/10,000 on CIFAR.", min=1,
                         max=1_000_000)
     batch_size: int = arg(128, "Mini-batch size.", min=1, max=4096)
@@ -68,13 +83,27 @@ class Config:
     evaluate: bool = arg(False, "Only evaluate the checkpoint given by --resume on the test set.")
     resume: str | None = arg(None, "Training: run folder or checkpoint to continue from. With --evaluate: the "
                                    "checkpoint file to evaluate (e.g. RUN/checkpoints/best.pt).")
+    transfer: bool = arg(False, "With --evaluate: score the prompt on purpose with another --dataset or "
+                                "--text_prompt_template than it was trained with (reported as a transfer).")
     seed: int = arg(0, "Random seed (prompt init, validation split, shuffling, random patch locations).", min=0,
                     max=2**32 - 1)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
     amp: bool = arg(True, "float16 mixed precision on CUDA (no effect elsewhere).")
     threads: int = arg(0, "torch CPU threads (0 = torch's default).", min=0, max=1024)
 
+    def __post_init__(self) -> None:  # training: the data defaults; --evaluate takes them from the checkpoint
+        if not self.evaluate:
+            defaults = {**DATA_FIELDS, "dataset": "cifar10" if self.synthetic_data else DATA_FIELDS["dataset"]}
+            for key, value in defaults.items():
+                if getattr(self, key) is None:
+                    object.__setattr__(self, key, value)
+
     def check(self) -> None:
+        if self.transfer and not self.evaluate:
+            raise UsageError("--transfer only applies to --evaluate (scoring a saved prompt on other data)")
+        if self.text_prompt_template is not None and self.text_prompt_template.count("{}") != 1:
+            raise UsageError(f"--text_prompt_template must contain '{{}}' exactly once, got "
+                             f"{self.text_prompt_template!r}")
         if self.evaluate and not self.resume:
             raise UsageError("--evaluate needs --resume CKPT (a checkpoint file such as RUN/checkpoints/best.pt)")
         if self.evaluate and Path(self.resume).is_dir():
@@ -84,7 +113,7 @@ class Config:
             raise UsageError(f"--arch {TINY_ARCH} is a random test model; it takes no --clip_weights")
 
 
-SMOKE = {"arch": TINY_ARCH, "image_size": 64, "synthetic_data": True, "dataset": "cifar10", "prompt_size": 8,
+SMOKE = {"arch": TINY_ARCH, "image_size": 64, "synthetic_data": True, "prompt_size": 8,
          "val_size": 16, "batch_size": 16, "num_workers": 0, "epochs": 2, "warmup": 2, "learning_rate": 1.0,
          "visualize_prompt": True, "test_noise": True}
 
@@ -101,7 +130,7 @@ def preflight(cfg: Config) -> None:
 def run(cfg: Config, run: Run) -> dict[str, Any]:
     import torch
 
-    from dl1.report.clip_prompt import data_info, describe
+    from dl1.report.clip_prompt import data_info, describe, model_info, save_initial_prompt
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -228,28 +257,21 @@ def measure(cfg: Config, run: Run, model, data: dict[str, Any], device, splits: 
     return results
 
 
-def save_initial_prompt(model, run: Run) -> None:
-    """``checkpoints/init.pt``: the prompt before training (for the 'before' figure)."""
-    from dl1.train import save_checkpoint
-
-    path = run.checkpoints / "init.pt"
-    if run.enabled and not path.exists():
-        save_checkpoint(path, {"modules": {"prompt": model.prompt_learner.state_dict()}})
-
-
-def model_info(model, bundle) -> dict[str, Any]:
-    from dl1.models.prompt_clip import count_parameters
-
-    return {"params": count_parameters(model), "clip": bundle.summary()}
+# Flags an evaluation never uses: left out of its config.json, which records what the evaluation used.
+TRAINING_ONLY = ("val_size", "epochs", "patience", "learning_rate", "momentum", "weight_decay", "warmup",
+                 "visualize_prompt")
 
 
 def evaluate_checkpoint(cfg: Config, run: Run, device) -> dict[str, Any]:
-    """``--evaluate``: test top-1 of a saved prompt, clean and (with ``--test_noise``) noisy."""
+    """``--evaluate``: test top-1 of a saved prompt, clean and (with ``--test_noise``) noisy, on the data the
+    checkpoint was trained on (or, with ``--transfer``, on the data asked for)."""
     from dl1.hub.clip import checkpoint_config, read_prompt_checkpoint
-    from dl1.report.clip_prompt import data_info
+    from dl1.report.clip_prompt import data_info, model_info
 
     prompt, saved = read_prompt_checkpoint(cfg.resume, device)
-    cfg = checkpoint_config(cfg, saved)
+    cfg, transfer = checkpoint_config(cfg, saved, cfg.resume)
+    used = {k: v for k, v in config_to_dict(cfg).items() if k not in TRAINING_ONLY}
+    run.save_json("config.json", {"experiment": run.experiment, **used})
     bundle = load_bundle(cfg, device)
     data = load_data(cfg, bundle, run, device)
     model = build_model(cfg, bundle, data["classes"], device)
@@ -257,7 +279,8 @@ def evaluate_checkpoint(cfg: Config, run: Run, device) -> dict[str, Any]:
     results = measure(cfg, run, model, data, device, ("test", "test_noisy"), 0)
     if "test_noisy" in results:
         results["noise_drop"] = results["test"]["top1"] - results["test_noisy"]["top1"]
-    return run.finish(results=results, checkpoint=str(cfg.resume), **model_info(model, bundle),
+    return run.finish(results=results, checkpoint=str(cfg.resume), trained_on=saved.get("dataset"),
+                      **({"transfer": transfer} if transfer else {}), **model_info(model, bundle),
                       data=data_info(cfg, data), device=str(device))
 
 

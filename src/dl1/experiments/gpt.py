@@ -20,17 +20,15 @@ from dl1.models.gpt_config import PRESETS as MODEL_PRESETS
 from dl1.report.gpt import make_figures, throughput
 from dl1.runtime import Run
 
-# nanoGPT's CPU recipe (README "I only have a macbook"): its config/train_shakespeare_char.py with the CPU overrides
+# nanoGPT's recipes: its config/train_shakespeare_char.py (GPU: best validation loss 1.4697 on one A100), and the CPU
+# overrides of its README ("I only have a macbook")
+_NANOGPT = dict(txt_file="shakespeare", model_type=None, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
+                weight_decay=0.1, betas=(0.9, 0.99), clip_grad_norm=1.0, activation="gelu")
 PRESETS: dict[str, dict[str, Any]] = {
-    "nanogpt-cpu": dict(txt_file="shakespeare", model_type=None, n_layer=4, n_head=4, n_embd=128, block_size=64,
-                        train_batch_size=12, max_iters=2000, dropout=0.0, learning_rate=1e-3, min_lr=1e-4,
-                        warmup_iters=100, weight_decay=0.1, betas=(0.9, 0.99), clip_grad_norm=1.0, eval_interval=500,
-                        activation="gelu"),
-    # nanoGPT's GPU recipe (config/train_shakespeare_char.py): best validation loss 1.4697 on one A100
-    "nanogpt-gpu": dict(txt_file="shakespeare", model_type=None, n_layer=6, n_head=6, n_embd=384, block_size=256,
-                        train_batch_size=64, max_iters=5000, dropout=0.2, learning_rate=1e-3, min_lr=1e-4,
-                        warmup_iters=100, weight_decay=0.1, betas=(0.9, 0.99), clip_grad_norm=1.0, eval_interval=250,
-                        activation="gelu"),
+    "nanogpt-cpu": dict(_NANOGPT, n_layer=4, n_head=4, n_embd=128, block_size=64, train_batch_size=12, max_iters=2000,
+                        dropout=0.0, eval_interval=500),
+    "nanogpt-gpu": dict(_NANOGPT, n_layer=6, n_head=6, n_embd=384, block_size=256, train_batch_size=64,
+                        max_iters=5000, dropout=0.2, eval_interval=250),
 }
 DEFAULT_ITERS = 5000
 MAX_ITERS = 10**8  # a bound for every iteration count (nanoGPT's recipes use 2000 and 5000)
@@ -47,7 +45,7 @@ class Config:
     preset: str = arg("none", "A whole recipe: its values become the defaults (explicit flags win).",
                       choices=("none", *PRESETS))
     model_type: str | None = arg("gpt-mini", "Named model size (gpt-mini = 6 layers, 6 heads, width 192); "
-                                             "ignored when --n_layer --n_head --n_embd are all given.",
+                                             "ignored when --n_layer --n_head --n_embd are given.",
                                  choices=tuple(MODEL_PRESETS))
     n_layer: int | None = arg(None, "Number of transformer blocks (custom size; give all three).", min=1, max=1024)
     n_head: int | None = arg(None, "Number of attention heads (custom size).", min=1, max=1024)
@@ -126,23 +124,18 @@ def preflight(cfg: Config) -> None:
     """Before a run folder is made or touched: the text exists, and a --resume checkpoint is a readable GPT checkpoint
     (stored config, tokenizer and weights checked) of the size these flags give."""
     from dl1.data.text import SYNTHETIC, resolve_text_file
+    from dl1.generate import read_gpt_checkpoint
+    from dl1.runtime import checkpoint_file
 
     if cfg.txt_file != SYNTHETIC:
         resolve_text_file(cfg.txt_file, cfg.data_dir)
     if cfg.resume:
-        saved = _read_resume(cfg.resume)
+        saved = read_gpt_checkpoint(checkpoint_file(cfg.resume, prefer="last"), mmap=True)
         ours = model_config(cfg, saved.config.vocab_size).resolved()
         differ = [f"{k} {getattr(saved.config, k)} there, {getattr(ours, k)} here" for k in SIZES
                   if getattr(saved.config, k) != getattr(ours, k)]
         if differ:
             raise UsageError(f"cannot resume from {saved.path}: it holds another model size ({'; '.join(differ)})")
-
-
-def _read_resume(source: str):
-    from dl1.generate import read_gpt_checkpoint
-    from dl1.runtime import checkpoint_file
-
-    return read_gpt_checkpoint(checkpoint_file(source, prefer="last"), mmap=True)
 
 
 @dataclass
@@ -167,18 +160,13 @@ class GPTRun:
                 "train_window": {"sum": self.loss_sum.detach().clone(), "count": self.loss_count}}
 
     def restore(self, extra: dict[str, Any]) -> None:
-        """Continue from a checkpoint's extra state: the same vocabulary, and its training-loss window."""
-        if extra["tokenizer"].get("chars") != self.corpus.tokenizer.chars:
+        """Continue from a (checked) checkpoint's extra state: the same vocabulary, and its training-loss window."""
+        if extra["tokenizer"]["chars"] != self.corpus.tokenizer.chars:
             raise DL1Error(f"cannot resume from {self.cfg.resume}: its vocabulary differs from this text's "
                            "(another --txt_file?)")
-        window = extra.get("train_window")
-        if window is None:  # a checkpoint written before the window was saved
-            return
-        total, count = (window.get("sum"), window.get("count")) if isinstance(window, dict) else (None, None)
-        if getattr(total, "shape", None) != () or not isinstance(count, int) or count < 0:
-            raise DL1Error(f"cannot resume from {self.cfg.resume}: its training-loss window is not a sum and a count")
-        self.loss_sum.copy_(total)
-        self.loss_count = count
+        if "train_window" in extra:  # absent in checkpoints written before the window was saved
+            self.loss_sum.copy_(extra["train_window"]["sum"])
+            self.loss_count = extra["train_window"]["count"]
 
     def train_batches(self, epoch: int):
         from dl1.data.text import random_batches
@@ -238,28 +226,22 @@ class GPTRun:
         from dl1.generate import generate
 
         cfg, corpus, trainer, model, run = self.cfg, self.corpus, self.trainer, self.model, self.run
-        val_loss = None
-        if len(corpus.val):  # the newest validation when it is of the final weights
-            val_loss = self.last_val[1] if self.last_val and self.last_val[0] == trainer.step else self.loss("val")
-        # the training loss in eval mode on as many characters as the validation split (its first windows;
-        # 100,000 characters when there is no validation split)
-        val_windows = max(1, (len(corpus.val) or 100_000) // cfg.block_size)
-        final = {"val_loss": val_loss, "train_loss": self.loss("train", max_windows=val_windows)}
+        fresh = self.last_val is not None and self.last_val[0] == trainer.step  # the newest validation is final
+        val_loss = (self.last_val[1] if fresh else self.loss("val")) if len(corpus.val) else None
+        # the training loss in eval mode on as many characters as the validation split (100,000 without one)
+        train_loss = self.loss("train", max_windows=max(1, (len(corpus.val) or 100_000) // cfg.block_size))
         trainer.load_best()
-        sample = ""
-        if cfg.final_sample_tokens:
-            sample = generate(model, corpus.tokenizer, self.prompt, 1, cfg.final_sample_tokens, seed=cfg.seed)[0]
-            if run.enabled:
-                (run.dir / "samples.txt").write_text(sample + "\n")
+        sample = generate(model, corpus.tokenizer, self.prompt, 1, cfg.final_sample_tokens, seed=cfg.seed)[0] \
+            if cfg.final_sample_tokens else ""
         if run.enabled:
+            if sample:
+                (run.dir / "samples.txt").write_text(sample + "\n")
             make_figures(run.dir)
-        best_iter = fit["steps"] if fit["best_epoch"] is None else min(fit["best_epoch"] * cfg.eval_interval,
-                                                                       self.iters)
+        best = fit["steps"] if fit["best_epoch"] is None else min(fit["best_epoch"] * cfg.eval_interval, self.iters)
         return run.finish(
-            data=corpus.describe(),
-            model={**model.config.to_dict(), "params": model.num_params()},
-            iters=self.iters, threads=torch.get_num_threads(), device=str(trainer.device), final=final,
-            best={"iter": best_iter, "val_loss": fit["best_value"]},
+            data=corpus.describe(), model={**model.config.to_dict(), "params": model.num_params()},
+            iters=self.iters, threads=torch.get_num_threads(), device=str(trainer.device),
+            final={"val_loss": val_loss, "train_loss": train_loss}, best={"iter": best, "val_loss": fit["best_value"]},
             speed=self.speed() if trainer.train_batches else {}, train_time_s=round(trainer.train_time_s, 2),
             sample=sample, checkpoint=str(trainer.best_path if trainer.best_path.exists() else trainer.last_path))
 
@@ -268,9 +250,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     import torch
 
     from dl1.data.text import load_corpus
-    from dl1.generate import check_fits
+    from dl1.generate import check_fits, read_gpt_checkpoint
     from dl1.models.gpt import GPT
-    from dl1.runtime import choose_device, seed_everything
+    from dl1.runtime import checkpoint_file, choose_device, seed_everything
     from dl1.train import Trainer, warmup_cosine
 
     if cfg.threads:
@@ -302,6 +284,6 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
                             clip_grad_norm=cfg.clip_grad_norm or None, device=device, amp=cfg.amp,
                             extra_state=state.extra_state, desc="gpt")
     if cfg.resume:
-        state.restore(_read_resume(cfg.resume).extra)
+        state.restore(read_gpt_checkpoint(checkpoint_file(cfg.resume, prefer="last"), mmap=True).extra)
     fit = state.trainer.fit(state.train_batches, state.train_step, state.evaluate, resume=cfg.resume)
     return state.finish(fit)

@@ -150,8 +150,8 @@ def train(cfg: Config, run: Run, model, data: dict[str, torch.Tensor], device: t
 
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:
-    from dl1.generate import available_memory
     from dl1.models.vae import VAE, check_step_memory
+    from dl1.runtime import available_memory
 
     device = choose_device(cfg.device)
     check_step_memory(lambda: VAE(cfg.num_filters, cfg.z_dim), VAE.activation_floats(cfg.num_filters),

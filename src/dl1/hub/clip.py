@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from dl1.errors import DL1Error, UsageError, first_line
 from dl1.hub import online
+from dl1.models.clip_templates import COURSE_TEMPLATE
 
 if TYPE_CHECKING:
     import torch
@@ -191,25 +192,65 @@ def read_prompt_checkpoint(path: str | Path, device: Any = "cpu") -> tuple[dict[
 
 
 def check_resume(cfg: Any, path: Path, device: Any = "cpu") -> None:
-    """Resuming training from checkpoint ``path`` needs the prompt, CLIP and dataset it was trained with: name any
+    """Resuming training from checkpoint ``path`` needs the prompt, CLIP and data it was trained with: name any
     difference from ``cfg`` (a clip-prompt config)."""
     _, saved = read_prompt_checkpoint(path, device)
-    differ = [f"--{k} {saved[k]} (now {getattr(cfg, k)})" for k in (*PROMPT_FIELDS, "dataset", "synthetic_data")
+    differ = [f"--{k} {saved[k]} (now {getattr(cfg, k)})" for k in (*PROMPT_FIELDS, *DATA_FIELDS)
               if k in saved and saved[k] != getattr(cfg, k)]
     if differ:
         raise DL1Error(f"cannot resume from {path}: it was trained with {', '.join(differ)}")
 
 
-def checkpoint_config(cfg: Any, saved: dict[str, Any]) -> Any:
-    """``cfg`` (a clip-prompt config) with the prompt's structure (type, shape, CLIP architecture) and, unless given,
-    the weights file taken from the checkpoint; prints the values that changed."""
+# What a prompt was trained on (besides its structure): the data and the text classifier.  A training run without
+# these flags uses the values here; an evaluation takes them from the checkpoint.
+DATA_FIELDS = {"dataset": "cifar100", "synthetic_data": False, "text_prompt_template": COURSE_TEMPLATE}
+TRANSFERABLE = ("dataset", "text_prompt_template")  # what --transfer may change on purpose
+
+
+def _flag(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"--{key}" if value else f"--no-{key}"
+    return f"--{key} {value!r}" if key == "text_prompt_template" else f"--{key} {value}"
+
+
+def checkpoint_config(cfg: Any, saved: dict[str, Any], path: str | Path = "the checkpoint") -> tuple[Any, dict]:
+    """``cfg`` (a clip-prompt ``--evaluate`` config) completed from the checkpoint's training config ``saved``:
+
+    * the prompt's structure (type, shape, CLIP architecture, seed) always (a differing flag is replaced, with a
+      note), and the weights file unless ``--clip_weights`` is given;
+    * the data (dataset, synthetic or real files, text template) and ``--data_dir`` where the flag is not given.  A
+      given flag that contradicts the checkpoint is a one-line :class:`UsageError`, unless ``cfg.transfer`` asks for a
+      deliberate transfer (another dataset or text template only).
+
+    Returns ``(config, transfer)``: ``transfer`` is ``{}`` or ``{"trained_on": {...}, "evaluated_on": {...}}``."""
     changes = {k: saved[k] for k in PROMPT_FIELDS}
     differ = [f"--{k} {v}" for k, v in changes.items() if getattr(cfg, k) != v]
     if cfg.clip_weights is None and saved.get("clip_weights"):
         changes["clip_weights"] = saved["clip_weights"]
+    if cfg.data_dir is None and saved.get("data_dir"):
+        changes["data_dir"] = saved["data_dir"]
+    trained = {k: saved.get(k, default) for k, default in DATA_FIELDS.items()}
+    given = {k: getattr(cfg, k) for k in DATA_FIELDS if getattr(cfg, k) is not None}
+    contradict = {k: v for k, v in given.items() if v != trained[k]}
+    for key, value in contradict.items():
+        if not (cfg.transfer and key in TRANSFERABLE):
+            why = " (--smoke sets it)" if key == "synthetic_data" and value else ""
+            hint = (f"add --transfer to score the prompt on {_flag(key, value)[2:]} on purpose" if key in TRANSFERABLE
+                    else "evaluate it on the data it was trained on")
+            raise UsageError(f"{_flag(key, value)}{why} contradicts {path}, trained with {_flag(key, trained[key])}: "
+                             f"drop the flag, or {hint}")
+    if cfg.transfer and not contradict:
+        now = ", ".join(_flag(k, trained[k]) for k in TRANSFERABLE)
+        raise UsageError(f"--transfer needs --dataset or --text_prompt_template other than the checkpoint's ({now})")
+    changes.update({k: given.get(k, trained[k]) for k in DATA_FIELDS})
     if differ:
         print(f"[clip-prompt] from the checkpoint: {' '.join(differ)}", flush=True)
-    return dataclasses.replace(cfg, **changes)
+    transfer = {}
+    if contradict:
+        transfer = {"trained_on": {k: trained[k] for k in contradict}, "evaluated_on": contradict}
+        print(f"[clip-prompt] transfer: trained with {' '.join(_flag(k, trained[k]) for k in contradict)}, "
+              f"evaluated with {' '.join(_flag(k, v) for k, v in contradict.items())}", flush=True)
+    return dataclasses.replace(cfg, **changes), transfer
 
 
 # -- open_clip's table of weight tags ---------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ torch and transformers are imported inside the functions.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +39,21 @@ def local_files_only(local: bool = False) -> bool:
     return local or not online(HUB)
 
 
-def _transformers() -> Any:
+@contextmanager
+def _transformers() -> Iterator[Any]:
+    """The transformers module, its warnings silenced meanwhile (dl1 checks what they warn about and says it in one
+    line); a missing package is one line."""
     try:
         import transformers
     except ImportError:
         raise DL1Error("GPT-2 weights need the transformers package: pip install 'dl1[hf]'") from None
-    return transformers
+    logging = transformers.utils.logging
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield transformers
+    finally:
+        logging.set_verbosity(level)
 
 
 def _source(name_or_path: str) -> tuple[bool, Path]:
@@ -66,12 +77,12 @@ def read_config(name_or_path: str) -> GPTConfig:
     """The checked :class:`GPTConfig` of a GPT-2 (its ``config.json``), before any weight is read or allocated."""
     from dl1.models.gpt import GPT
 
-    transformers = _transformers()
     local, _ = _source(name_or_path)
-    try:
-        hf_config = transformers.GPT2Config.from_pretrained(name_or_path, local_files_only=local_files_only(local))
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a missing or broken file
-        raise _cannot_load(name_or_path, exc) from None
+    with _transformers() as transformers:
+        try:
+            hf_config = transformers.GPT2Config.from_pretrained(name_or_path, local_files_only=local_files_only(local))
+        except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a missing or broken file
+            raise _cannot_load(name_or_path, exc) from None
     config = GPT.config_from_hf(hf_config)
     try:
         return config.resolved()
@@ -98,17 +109,17 @@ def check_pickled_weights(folder: Path) -> None:
 
 def load_hf_gpt2(name_or_path: str) -> nn.Module:
     """``transformers.GPT2LMHeadModel`` in eval mode from a hub name or a local folder (see the module docstring)."""
-    transformers = _transformers()
     read_config(name_or_path)
     local, folder = _source(name_or_path)
     safetensors = not local or (folder / SAFETENSORS).is_file()
     if not safetensors:
         check_pickled_weights(folder)
-    try:
-        model = transformers.GPT2LMHeadModel.from_pretrained(
-            name_or_path, local_files_only=local_files_only(local), use_safetensors=True if safetensors else None)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a missing or broken file
-        raise _cannot_load(name_or_path, exc) from None
+    with _transformers() as transformers:
+        try:
+            model = transformers.GPT2LMHeadModel.from_pretrained(
+                name_or_path, local_files_only=local_files_only(local), use_safetensors=True if safetensors else None)
+        except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a missing or broken file
+            raise _cannot_load(name_or_path, exc) from None
     return model.eval()
 
 
@@ -121,11 +132,11 @@ def from_pretrained(name_or_path: str = "gpt2") -> GPT:
 
 def load_tokenizer(name_or_path: str) -> Any:
     """The GPT-2 tokenizer of a hub name or a local folder (``transformers.AutoTokenizer``, no remote code)."""
-    transformers = _transformers()
     local, _ = _source(name_or_path)
-    try:
-        return transformers.AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_files_only(local))
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a missing or broken file
-        raise DL1Error(f"cannot load the GPT-2 tokenizer {name_or_path!r} ({first_line(exc, 160)}); it downloads "
-                       "with the weights on first use, or save it into the same folder with "
-                       "GPT2Tokenizer.save_pretrained") from None
+    with _transformers() as transformers:
+        try:
+            return transformers.AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_files_only(local))
+        except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a missing or broken file
+            raise DL1Error(f"cannot load the GPT-2 tokenizer {name_or_path!r} ({first_line(exc, 160)}); it downloads "
+                           "with the weights on first use, or save it into the same folder with "
+                           "GPT2Tokenizer.save_pretrained") from None

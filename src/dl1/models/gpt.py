@@ -209,8 +209,10 @@ class GPT(nn.Module):
                 idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
             else:
                 # the maximum becomes 0 before dividing, so no temperature overflows: as it goes to 0, every
-                # token below the maximum goes to -inf and sampling becomes greedy (ties shared), never NaN
-                logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # (B, vocab)
+                # token below the maximum goes to -inf and sampling becomes greedy (ties shared), never NaN; below
+                # float32's smallest normal number a temperature would round to 0, and it changes nothing above it
+                t = max(temperature, torch.finfo(torch.float32).tiny)
+                logits = (logits - logits.amax(dim=-1, keepdim=True)) / t  # (B, vocab)
                 logits = filter_logits(logits, top_k=top_k, top_p=top_p)
                 idx_next = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
             idx = torch.cat((idx, idx_next), dim=1)

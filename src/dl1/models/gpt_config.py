@@ -53,15 +53,16 @@ class GPTConfig:
 
         This is the one size rule: the command line, a checkpoint's stored configuration and ``GPT(config)`` all
         go through it."""
-        given = [self.n_layer, self.n_head, self.n_embd]
+        given = (self.n_layer, self.n_head, self.n_embd)
         if any(v is not None for v in given) and not all(v is not None for v in given):
             raise ValueError("give all three of n_layer, n_head, n_embd (or none of them and a model_type)")
-        if (self.model_type is not None) == all(v is not None for v in given):
+        if self.model_type is not None and (not isinstance(self.model_type, str) or self.model_type not in PRESETS):
+            raise ValueError(f"unknown model_type {self.model_type!r}; presets: {', '.join(PRESETS)}")
+        resolved_before = self.model_type is not None and given == PRESETS[self.model_type]  # resolving is idempotent
+        if (self.model_type is not None) == all(v is not None for v in given) and not resolved_before:
             raise ValueError("give exactly one of model_type or (n_layer, n_head, n_embd)")
         cfg = dataclasses.replace(self)
         if self.model_type is not None:
-            if not isinstance(self.model_type, str) or self.model_type not in PRESETS:
-                raise ValueError(f"unknown model_type {self.model_type!r}; presets: {', '.join(PRESETS)}")
             cfg.n_layer, cfg.n_head, cfg.n_embd = PRESETS[self.model_type]
         for name in SIZES:
             value = getattr(cfg, name)
@@ -141,7 +142,7 @@ class GPTConfig:
         if fits:
             raise DL1Error(f"{head}; what fits: {batch_flag} {fits:,}")
         if block_flag is not None:
-            block = _largest(lambda t: dataclasses.replace(c, block_size=t).memory_bytes(1, training, cuda)
+            block = _largest(lambda t: dataclasses.replace(self, block_size=t).memory_bytes(1, training, cuda)
                              <= available, c.block_size - 1)
             if block:
                 raise DL1Error(f"{head}; what fits: {batch_flag} 1 with {block_flag} {block:,}")

@@ -58,6 +58,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--metric", default=None, help="summary key plotted against the swept value, e.g. test.acc")
     args = parser.parse_args(argv)
     runs, swept, sweep_dir = _find_runs(args.run_dirs)
+    if len(args.run_dirs) > 1:  # runs of several folders: no single swept flag to plot against
+        swept, sweep_dir = None, None
     if args.out is not None and args.out.is_dir():
         raise UsageError(f"dl1 report: --out {args.out} is a folder; give a file name such as {args.out}/report.md")
     if len(runs) == 1:
@@ -75,7 +77,7 @@ def main(argv: list[str]) -> int:
     if len(reported) > 1:
         out = args.out or (sweep_dir / "report.md" if sweep_dir else Path("comparison.md"))
         try:
-            print(f"comparison: {compare_runs(reported, out, swept=swept, metric=args.metric)}")
+            print(f"comparison: {compare_runs(reported, out, swept=swept, metric=args.metric, echo=True)}")
         except OSError as exc:
             raise DL1Error(f"cannot write the comparison {out}: {first_line(exc)}") from None
     return 1 if len(reported) < len(runs) else 0

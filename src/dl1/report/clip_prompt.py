@@ -31,6 +31,22 @@ def data_info(cfg: Any, data: dict[str, Any]) -> dict[str, Any]:
             "classes": len(data["classes"]), "max_batches": cfg.max_batches, "preprocess": data["preprocess"]}
 
 
+def model_info(model: Any, bundle: Any) -> dict[str, Any]:
+    """The summary's ``params`` (trainable and frozen counts) and ``clip`` (architecture, weights) sections."""
+    from dl1.models.prompt_clip import count_parameters
+
+    return {"params": count_parameters(model), "clip": bundle.summary()}
+
+
+def save_initial_prompt(model: Any, run: Any) -> None:
+    """``checkpoints/init.pt``: the prompt before training (for the 'before' figure)."""
+    from dl1.train import save_checkpoint
+
+    path = run.checkpoints / "init.pt"
+    if run.enabled and not path.exists():
+        save_checkpoint(path, {"modules": {"prompt": model.prompt_learner.state_dict()}})
+
+
 def make_figures(run_dir: str | Path) -> list[Path]:
     """``prompt_before.png`` / ``prompt_after.png`` (from ``init.pt`` and ``best.pt``) and ``prompt_curves.png``."""
     run_dir = Path(run_dir)

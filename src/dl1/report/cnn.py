@@ -15,6 +15,11 @@ from typing import Any
 from dl1.report import new_figure, save_figure
 from dl1.runtime import read_jsonl
 
+# The reference solution's forward time at batch 8 with no_grad, in ms per BATCH, on a Snellius GPU.
+REFERENCE_MS_PER_BATCH = {"resnet18": 8.4, "mobilenet_v3_small": 6.9, "vit_b_32": 20.1, "vgg11": 25.3,
+                          "densenet121": 25.5, "vit_s_8": 103.6}
+REFERENCE_BATCH = 8
+SPREAD_LIMIT = 0.20  # a timing whose interquartile range exceeds 20 % of its median is flagged
 TABLE_KEYS = ("label", "params", "top1", "ms_per_image_no_grad", "ms_per_image_grad", "memory_mb_no_grad",
               "memory_mb_grad")
 FIGURES = ("cnn_top1_vs_time.png", "cnn_time_vs_params.png", "cnn_nograd_time.png", "cnn_nograd_memory.png")
@@ -127,6 +132,63 @@ def _save(fig, path: Path) -> None:
     save_figure(fig, path)
 
 
+def spread(median: Any, q1: Any, q3: Any) -> float | None:
+    """How much a timing varied across repeats: (Q3 - Q1) / median (None when a number is missing)."""
+    if not all(isinstance(v, int | float) for v in (median, q1, q3)) or median <= 0:
+        return None
+    return (q3 - q1) / median
+
+
+def _flag(value: float | None) -> str:
+    """'' or the warning for a spread above ``SPREAD_LIMIT``."""
+    if value is None or value <= SPREAD_LIMIT:
+        return ""
+    return f"spread {value:.0%} across repeats (> {SPREAD_LIMIT:.0%}): unreliable, rerun on a quiet machine"
+
+
+def spread_notes(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per timing (model and grad mode) whose spread across repeats exceeds ``SPREAD_LIMIT``."""
+    notes = []
+    for rec in rows.values():
+        for mode in ("no_grad", "grad"):
+            flag = _flag(spread(*(rec.get(f"{q}ms_per_image_{mode}") for q in ("", "q1_", "q3_"))))
+            if flag:
+                notes.append(f"{rec['label']} ({mode}): {flag}")
+    return notes
+
+
+def tour_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The tour's rows ``(label, ours, reference)`` for a cnn-compare summary: per timed model our median ms per
+    image (no_grad) beside the reference solution's, converted from ms per batch of 8 to ms per image.  The
+    reference ran on a GPU: beside a CPU time it is marked not comparable, a GPU time gets the ratio.  A timing
+    whose spread across repeats exceeds 20 % is flagged."""
+    gpu = str(summary.get("device", "cpu")).startswith("cuda")
+    where = summary.get("device_name") or summary.get("device", "?")
+    batch = summary.get("batch_size", REFERENCE_BATCH)
+    rows = []
+    for name, rec in (summary.get("table") or {}).items():
+        ms = rec["ms_per_image_no_grad"]
+        timing = ((summary.get("details") or {}).get(name) or {}).get("timing", {}).get("no_grad", {})
+        flag = _flag(spread(ms, timing.get("q1_ms_per_image"), timing.get("q3_ms_per_image")))
+        ours = f"{ms:.3g} ms/image on {where}"
+        ref_batch = REFERENCE_MS_PER_BATCH.get(name)
+        if ref_batch is None:
+            reference = "— (not in the reference solution)"
+        else:
+            ref = ref_batch / REFERENCE_BATCH
+            reference = f"{ref:.3g} ms/image on a GPU ({ref_batch} ms per batch of {REFERENCE_BATCH}; reference " \
+                        f"solution)"
+            if gpu:
+                ours += f" ({ms / ref:.2f}× the reference)"
+            else:
+                reference += ": not comparable with a CPU time"
+        if batch != REFERENCE_BATCH:
+            ours += f", batch {batch} (reference: {REFERENCE_BATCH})"
+        rows.append((f"{rec.get('label', name)} ms/image (no_grad, median)", ours + (f"; ⚠ {flag}" if flag else ""),
+                     reference))
+    return rows
+
+
 def report_markdown(rows: dict[str, dict[str, Any]], ctx: dict[str, Any]) -> str:
     """The comparison table in Markdown, with the device and the measurement methods stated."""
     method = next(iter(rows.values())).get("memory_method", "") if rows else ""
@@ -146,6 +208,8 @@ def report_markdown(rows: dict[str, dict[str, Any]], ctx: dict[str, Any]) -> str
             top1 = f"≈ {rec['top1']:.0f}"
         lines.append(f"| {rec['label']} | {rec['params'] / 1e6:.2f} | {top1} | {rec['ms_per_image_no_grad']:.3f} | "
                      f"{rec['ms_per_image_grad']:.3f} | {rec['memory_mb_no_grad']:.3g} | {rec['memory_mb_grad']:.4g} |")
+    for note in spread_notes(rows):
+        lines.append(f"\nTiming spread: {note}.")
     for name, why in (ctx.get("skipped") or {}).items():
         lines.append(f"\n{name}: {why}")
     return "\n".join(lines) + "\n"

@@ -101,14 +101,15 @@ def experiment_figures(run_dir: Path, experiment: Any) -> bool:
     return True
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v is None else str(v)
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
 
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -138,9 +139,40 @@ def write_run_report(run_dir: Path, run: dict[str, Any] | None = None) -> Path:
     return report
 
 
-def compare_runs(run_dirs: list[Path], out: Path, swept: list[str] | None = None, metric: str | None = None) -> Path:
-    """One table of several runs (the config values that differ + their summary numbers), and for a sweep a figure
-    of ``metric`` against the swept value."""
+WRAP = 8  # metric columns per comparison table; more columns continue in the next table
+
+
+def _priority(key: str) -> int:
+    """Headline numbers first: test metrics, then validation and losses, then the rest."""
+    if "test" in key or key.endswith(("top1", "acc", "bpd")):
+        return 0
+    return 1 if "val" in key or "loss" in key else 2
+
+
+def comparison_tables(rows: list[dict[str, Any]], lead: list[str], numeric: list[str]) -> list[str]:
+    """Markdown of ``rows``: the ``lead`` columns, then every numeric column, none dropped.  Columns with one value
+    in every run are listed once under the tables; the others, headline metrics first, are wrapped into tables of
+    at most ``WRAP`` columns, each repeating the lead columns."""
+    same = [k for k in numeric if len(rows) > 1 and all(k in r for r in rows) and len({r[k] for r in rows}) == 1]
+    varying = sorted((k for k in numeric if k not in same), key=lambda k: (_priority(k), numeric.index(k)))
+    chunks = [varying[i:i + WRAP] for i in range(0, len(varying), WRAP)] or [[]]
+    out = []
+    for i, chunk in enumerate(chunks):
+        if len(chunks) > 1:
+            out += [f"Columns {i * WRAP + 1}–{i * WRAP + len(chunk)} of {len(varying)}:", ""]
+        out += [_table(rows, [*lead, *chunk]), ""]
+    if same:
+        out += ["Same in every run: " + "; ".join(f"{k} = {_fmt(rows[0][k])}" for k in same), ""]
+    return out
+
+
+def compare_runs(run_dirs: list[Path], out: Path, swept: list[str] | None = None, metric: str | None = None,
+                 echo: bool = False) -> Path:
+    """One comparison of several runs (the config values that differ + all their summary numbers), the course's
+    tables and figures the runs allow (robustness, visual and deep prompts, cross-dataset; printed too with
+    ``echo``), and for a sweep a figure of ``metric`` against the swept value."""
+    from dl1.report.robustness import course_sections
+
     runs = [read_run(d) for d in run_dirs]
     configs = [{k: json.dumps(v) for k, v in r["config"].items()} for r in runs]
     differ = swept or [k for k in configs[0] if len({c.get(k) for c in configs}) > 1]
@@ -152,7 +184,10 @@ def compare_runs(run_dirs: list[Path], out: Path, swept: list[str] | None = None
         numeric += [k for k in flat if k not in numeric]
     metric = metric or _default_metric(numeric)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = ["# Comparison", "", _table(rows, ["run", *differ, *numeric[:12]]), ""]
+    course = course_sections(runs, out.parent)
+    if echo and course:
+        print("\n".join(line for line in course if not line.startswith("![")))
+    text = ["# Comparison", "", *course, "## All runs", "", *comparison_tables(rows, ["run", *differ], numeric)]
     if swept and metric:
         fig = _plot_sweep(rows, swept, metric, out.parent / "figures" / f"sweep_{metric.replace('/', '_')}.png")
         if fig:
