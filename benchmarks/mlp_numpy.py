@@ -112,7 +112,7 @@ def numpy_trainer(x: np.ndarray, y: np.ndarray, hidden: list[int], batch: int):
     from dl1.experiments.mlp_numpy import train_epoch
     from dl1.numpy_nn import MLP, SGD
 
-    model = MLP(x.shape[1], hidden, N_CLASSES, rng=np.random.default_rng(0))
+    model = MLP(x.shape[1], hidden, N_CLASSES, dtype=np.float32, rng=np.random.default_rng(0))  # as the experiment
     opt = SGD(model.parameters(), lr=0.01)
     return lambda epoch: train_epoch(model, opt, x, y, batch, np.random.default_rng(epoch))
 

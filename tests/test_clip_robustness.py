@@ -305,3 +305,11 @@ def test_sweep_refuses_conflicting_flags_before_running(tmp_path, extra, message
     with pytest.raises(UsageError, match=message):
         sweep_main(["gnn", "--grid", "seed=1,2", "--sweep_dir", str(tmp_path / "s"), "--", *extra])
     assert not (tmp_path / "s").exists()
+
+
+def test_cross_dataset_takes_data_and_template_from_the_checkpoint(cifar10_prompt, tmp_path):
+    out = execute("clip-cross-dataset", ["--resume", _ckpt(cifar10_prompt), "--num_workers", "0"], out_dir=tmp_path,
+                  quiet=True)  # no --synthetic_data: the smoke prompt's own (fake) data
+    assert out["synthetic"] and out["trained_on"] == "cifar10" and out["num_classes"] == 110
+    config = json.loads((Path(out["run_dir"]) / "config.json").read_text())
+    assert config["synthetic_data"] is True and config["text_prompt_template"] == "This is a photo of a {}"

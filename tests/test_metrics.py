@@ -86,3 +86,25 @@ def test_per_class_report_and_errors():
         confusion_matrix(np.zeros((3, 2)), np.array([0, 1, 2]))  # label 2 with 2 classes
     with pytest.raises(ValueError):
         confusion_matrix_to_metrics(np.zeros((2, 3)))
+
+
+def test_per_class_report_uses_each_beta():
+    """F0.1, F1 and F10 by hand: each β weighs precision and recall differently, so the three lists differ."""
+    cm = np.array([[8, 2, 0],     # class 0: P = 8/9,  R = 8/10
+                   [1, 3, 4],     # class 1: P = 3/5,  R = 3/8
+                   [0, 0, 2]])    # class 2: P = 2/6,  R = 2/2
+    p, r = np.array([8 / 9, 3 / 5, 2 / 6]), np.array([8 / 10, 3 / 8, 1.0])
+    report = per_class_report(cm, ["a", "b", "c"])
+    for key, beta in (("0.1", 0.1), ("1", 1.0), ("10", 10.0)):
+        b2 = beta * beta
+        np.testing.assert_allclose(report["f_beta"][key], (1 + b2) * p * r / (b2 * p + r), rtol=1e-12, err_msg=key)
+    # β = 0.1 is close to precision, β = 10 close to recall: F1 reported under either key would be far off
+    np.testing.assert_allclose(report["f_beta"]["0.1"], p, atol=0.03)
+    np.testing.assert_allclose(report["f_beta"]["10"], r, atol=0.03)
+    assert max(abs(a - b) for a, b in zip(report["f_beta"]["0.1"], report["f_beta"]["1"], strict=True)) > 0.1
+    assert max(abs(a - b) for a, b in zip(report["f_beta"]["10"], report["f_beta"]["1"], strict=True)) > 0.1
+    np.testing.assert_allclose(report["precision"], p)
+    np.testing.assert_allclose(report["recall"], r)
+    custom = per_class_report(cm, ["a", "b", "c"], betas=(2.0,))
+    assert set(custom["f_beta"]) == {"2"}
+    np.testing.assert_allclose(custom["f_beta"]["2"], 5 * p * r / (4 * p + r), rtol=1e-12)

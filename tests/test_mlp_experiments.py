@@ -61,9 +61,52 @@ def test_numpy_best_checkpoint_reproduces_test_accuracy(tmp_path):
     state = np.load(Path(summary["run_dir"]) / "checkpoints" / "best.npz", allow_pickle=False)
     assert int(state["epoch"]) == summary["best_epoch"]
     data = load_flat("synthetic", None, 42, 64)
-    model = MLP(data.n_inputs, [16, 8], data.n_classes)
+    model = MLP(data.n_inputs, [16, 8], data.n_classes, dtype=np.float32)  # the checkpoint is float32
     model.load_state_dict({k: state[k] for k in state.files if k != "epoch"})
     assert evaluate(model, data.x_test, data.y_test)[0]["acc"] == pytest.approx(summary["test_accuracy"])
+
+
+def _flipped_validation(seed: int = 0):
+    """Two Gaussian clusters; the validation labels are the training rule flipped, so every epoch of training makes
+    validation worse and the best-validation epoch is the first one, never the last."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    centres = np.array([[2.0, 0.0], [-2.0, 0.0]], np.float32)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 2, n)
+        return centres[y] + rng.standard_normal((n, 2)).astype(np.float32), y
+
+    (x_train, y_train), (x_val, y_val) = draw(256), draw(128)
+    return SimpleNamespace(x_train=x_train, y_train=y_train, x_val=x_val, y_val=1 - y_val)
+
+
+def test_numpy_fit_keeps_a_copy_of_the_best_epoch_not_the_live_model(tmp_path):
+    """The returned and the saved model are the one after the best epoch (here epoch 1 of 5), not the final one."""
+    from dl1.experiments.mlp_numpy import Config, fit
+    from dl1.numpy_nn import MLP
+    from dl1.runtime import Run
+
+    data = _flipped_validation()
+
+    def train(epochs: int, name: str):
+        cfg = Config(hidden_dims=(4,), lr=0.003, batch_size=32, epochs=epochs, seed=0)
+        run = Run("mlp-numpy", {}, directory=tmp_path / name, quiet=True)
+        model = MLP(2, [4], 2, dtype=np.float32, rng=np.random.default_rng(0))
+        return model, run, *fit(model, data, cfg, run)
+
+    live, run, best, best_epoch, val_accs = train(5, "five")
+    assert best_epoch == 1 and val_accs[0] > max(val_accs[1:])  # validation got worse after epoch 1
+    _, _, after_one, _, _ = train(1, "one")                      # the same training stopped after epoch 1
+    expected = after_one.state_dict()
+    assert not np.array_equal(live.state_dict()["layers.0.weight"], expected["layers.0.weight"])  # it moved on
+    for key, value in best.state_dict().items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=f"returned model, {key}")
+    with np.load(run.checkpoints / "best.npz", allow_pickle=False) as saved:
+        assert int(saved["epoch"]) == 1
+        for key, value in expected.items():
+            np.testing.assert_array_equal(saved[key], value, err_msg=f"best.npz, {key}")
 
 
 @pytest.mark.parametrize("name", ["mlp-numpy", "mlp-pytorch"])

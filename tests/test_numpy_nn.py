@@ -96,6 +96,102 @@ def test_course_sizes_random_trials():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# the course's own checks as the course runs them: default constructors, np.random.seed(42), float64 np.random.randn
+# inputs, its central-difference helpers (h = 1e-5, perturbing the arrays in place, layer.params['weight'] included),
+# its sizes and tolerances.  The helpers are written out here, independently of dl1.numpy_nn.gradcheck.
+# ---------------------------------------------------------------------------------------------------------------------
+
+def course_rel_error(x, y):
+    return np.max(np.abs(x - y) / (np.maximum(1e-8, np.abs(x) + np.abs(y))))
+
+
+def course_numerical_gradient(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        ix = it.multi_index
+        oldval = x[ix]
+        x[ix] = oldval + h
+        fxph = f(x)
+        x[ix] = oldval - h
+        fxmh = f(x)
+        x[ix] = oldval
+        grad[ix] = (fxph - fxmh) / (2 * h)
+        it.iternext()
+    return grad
+
+
+def course_numerical_gradient_array(f, x, df, h=1e-5):
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        ix = it.multi_index
+        oldval = x[ix]
+        x[ix] = oldval + h
+        pos = f(x).copy()
+        x[ix] = oldval - h
+        neg = f(x).copy()
+        x[ix] = oldval
+        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
+        it.iternext()
+    return grad
+
+
+def test_course_crossentropy_loss():
+    np.random.seed(42)
+    for _ in range(10):
+        N = np.random.choice(range(1, 100))
+        C = np.random.choice(range(1, 10))
+        y = np.random.randint(C, size=(N,))
+        X = np.random.uniform(low=1e-2, high=1.0, size=(N, C))
+        X /= X.sum(axis=1, keepdims=True)
+        grads = CrossEntropyModule().backward(X, y)
+        grads_num = course_numerical_gradient(lambda _, X=X, y=y: CrossEntropyModule().forward(X, y), X)
+        assert course_rel_error(grads_num, grads) < 1e-5
+
+
+def test_course_linear_backward():
+    np.random.seed(42)
+    for _ in range(10):
+        N = np.random.choice(range(1, 20))
+        D = np.random.choice(range(1, 100))
+        C = np.random.choice(range(1, 10))
+        x = np.random.randn(N, D)
+        dout = np.random.randn(N, C)
+        layer = LinearModule(D, C)  # the default constructor (float32 parameters would miss dW by ~7e-4)
+        layer.forward(x)
+        dx = layer.backward(dout)
+        dw = layer.grads["weight"]
+        dx_num = course_numerical_gradient_array(lambda xx, lay=layer: lay.forward(xx), x, dout)
+        dw_num = course_numerical_gradient_array(lambda w, lay=layer, x=x: lay.forward(x), layer.params["weight"],
+                                                 dout)
+        assert course_rel_error(dx, dx_num) < 1e-5
+        assert course_rel_error(dw, dw_num) < 1e-5
+
+
+@pytest.mark.parametrize("module,tolerance", [(ELUModule, 1e-6), (SoftMaxModule, 1e-5)])
+def test_course_activation_backward(module, tolerance):
+    np.random.seed(42)
+    for _ in range(10):
+        N = np.random.choice(range(1, 20))
+        D = np.random.choice(range(1, 100))
+        x = np.random.randn(N, D)
+        dout = np.random.randn(*x.shape)
+        layer = module()
+        layer.forward(x)
+        dx = layer.backward(dout)
+        dx_num = course_numerical_gradient_array(lambda xx, lay=layer: lay.forward(xx), x, dout)
+        assert course_rel_error(dx, dx_num) < tolerance
+
+
+def test_defaults_are_the_course_float64():
+    assert LinearModule(3, 2).params["bias"].dtype == np.float64
+    model = MLP(6, [5], 3)
+    assert all(p.dtype == g.dtype == np.float64 for p, g in model.parameters())
+    assert model.forward(np.random.randn(2, 6)).dtype == np.float64
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # torch.autograd in float64
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -184,7 +280,7 @@ def test_input_layer_computes_no_input_gradient():
 
 def test_float32_end_to_end():
     rng = np.random.default_rng(0)
-    model = MLP(20, [16, 8], 5, rng=rng)
+    model = MLP(20, [16, 8], 5, dtype=np.float32, rng=rng)  # what training asks for
     x, y = rng.standard_normal((7, 20)).astype(np.float32), rng.integers(0, 5, 7)
     ce = CrossEntropyModule()
     probs = model.forward(x)
@@ -210,7 +306,7 @@ def test_float32_end_to_end():
 
 
 def test_sgd_updates_in_place_and_keeps_references():
-    model = MLP(4, [3], 2)
+    model = MLP(4, [3], 2, dtype=np.float32)
     before = [p.copy() for p, _ in model.parameters()]
     ids = [id(p) for p, _ in model.parameters()]
     x, y = np.random.randn(6, 4).astype(np.float32), np.array([0, 1, 0, 1, 1, 0])
@@ -270,7 +366,7 @@ def test_mlp_structure_and_logistic_regression():
     logreg = MLP(10, [], 3)
     assert [type(m) for m in logreg.modules] == [LinearModule, SoftMaxModule]
     assert logreg.linears[0].input_layer
-    deep = MLP(10, [8, 6], 3)
+    deep = MLP(10, [8, 6], 3, dtype=np.float32)
     assert [type(m).__name__ for m in deep.modules] == ["LinearModule", "ELUModule", "LinearModule", "ELUModule",
                                                         "LinearModule", "SoftMaxModule"]
     probs = deep.forward(np.random.randn(4, 10))

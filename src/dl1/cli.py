@@ -1,4 +1,5 @@
-"""The ``dl1`` command line: ``list``, ``run NAME``, ``report``, ``bench``, ``tour``, ``sweep``, ``generate``."""
+"""The ``dl1`` command line: ``list``, ``run NAME``, ``report``, ``bench``, ``tour``, ``sweep``, ``generate``,
+``export``, and ``--version``."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from collections.abc import Sequence
 
 from dl1.errors import DL1Error, UsageError
 
-USAGE = """usage: dl1 COMMAND [...]
+USAGE = """usage: dl1 COMMAND [...]   (dl1 --version: the version)
 
 commands:
   list                      name every experiment with a one-line description
   run NAME [flags]          run an experiment (dl1 run NAME --help lists its flags and defaults)
                             common flags: --out_dir DIR (default runs), --run_dir DIR (exact folder),
-                            --smoke (seconds-long run on tiny data), --tensorboard
+                            --smoke (seconds-long run on tiny data), --tensorboard,
+                            --config RUN/config.json (replay a run), --print_config
+  export RUN [--format F]   a run's trained model as model.safetensors + config.json (F = hf: a GPT as a
+                            Hugging Face GPT2LMHeadModel folder)
   report RUN_DIR...         rebuild figures and report.md from run folders; several runs -> one comparison table
   sweep NAME --grid k=v,..  run the product of grids, skipping finished runs
   bench [NAME...]           run the benchmarks and print one table of ratios
@@ -31,6 +35,7 @@ COMMANDS = {
     "bench": "dl1.bench",
     "tour": "dl1.tour",
     "generate": "dl1.generate",
+    "export": "dl1.export",
 }
 
 
@@ -64,40 +69,63 @@ def _pop_value(argv: list[str], flag: str, default: str) -> str:
     return default
 
 
+RUN_EPILOG = """common flags:
+  --out_dir DIR      root of run folders (default: runs)
+  --run_dir DIR      exact folder of this run (default: OUT_DIR/NAME/<timestamp>)
+  --config FILE      start from a run's config.json (or its folder): exactly that configuration; flags given
+                     with it win (a config of another experiment is refused)
+  --print_config     print the resolved configuration as JSON (what config.json will hold) and exit
+  --tensorboard      also write TensorBoard event files to RUN_DIR/tensorboard
+  --smoke            seconds-long run on tiny/synthetic data (a check, not a result)"""
+
+
 def _cmd_run(argv: list[str]) -> int:
     from dl1 import experiments
 
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: dl1 run NAME [flags]   (dl1 list shows the names; dl1 run NAME --help the flags)")
         return 0 if argv else 2
+    typed = ["dl1", "run", *argv]  # recorded in argv.txt as typed
     name, rest = argv[0], list(argv[1:])
     smoke = _pop_flag(rest, "--smoke")
     tensorboard = _pop_flag(rest, "--tensorboard")
+    print_config = _pop_flag(rest, "--print_config")
     out_dir = _pop_value(rest, "--out_dir", "runs")
     run_dir = _pop_value(rest, "--run_dir", "") or None
+    config = _pop_value(rest, "--config", "") or None
     if "-h" in rest or "--help" in rest:
         from dl1.config import build_parser
 
         module = experiments.load(name)
         parser = build_parser(module.Config, f"dl1 run {name}", (module.__doc__ or "").strip())
-        parser.epilog = ("common flags:\n  --out_dir DIR  root of run folders (default: runs)\n"
-                         "  --run_dir DIR  exact folder of this run (default: OUT_DIR/NAME/<timestamp>)\n"
-                         "  --tensorboard  also write TensorBoard event files to RUN_DIR/tensorboard\n"
-                         "  --smoke        seconds-long run on tiny/synthetic data (a check, not a result)")
+        parser.epilog = RUN_EPILOG
         parser.print_help()
         return 0
-    experiments.execute(name, rest, smoke=smoke, out_dir=out_dir, run_dir=run_dir, tensorboard=tensorboard)
+    if print_config:
+        from dl1.config import config_to_dict
+        from dl1.runtime import json_text
+
+        cfg = experiments.make_config(name, rest, smoke=smoke, config=config)
+        print(json_text({"experiment": name, **config_to_dict(cfg)}), end="")
+        return 0
+    experiments.execute(name, rest, smoke=smoke, out_dir=out_dir, run_dir=run_dir, tensorboard=tensorboard,
+                        config=config, command=typed)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dl1`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if args else 2
-    command, rest = args[0], args[1:]
+    command, rest = (args[0], args[1:]) if args else ("", [])
     try:
+        if not args or command in ("-h", "--help"):
+            print(USAGE)
+            return 0 if args else 2
+        if command in ("-V", "--version"):
+            from dl1 import __version__
+
+            print(f"dl1 {__version__}")
+            return 0
         if command == "list":
             return _cmd_list()
         if command == "run":

@@ -173,3 +173,67 @@ def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(config_cls)}
     clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
     return config_cls(**clean)
+
+
+def values_from_file(config_cls: type, values: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """The fields of ``config_cls`` in ``values`` (a ``config.json``), each checked against its field's type (a whole
+    number where a float is expected is taken; lists become tuples), and the keys the class does not have.  A value
+    of the wrong type is one-line :class:`UsageError` naming ``source`` and the key."""
+    hints = typing.get_type_hints(config_cls)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            continue
+        elem, is_seq, optional = _resolve(hints[key])
+        try:
+            clean[key] = _typed(value, elem, is_seq, optional)
+        except TypeError:
+            want = f"{'a list of ' if is_seq else ''}{elem.__name__}{' or null' if optional else ''}"
+            raise UsageError(f"{source}: {key} is {json_repr(value)}, not {want}") from None
+    return clean, sorted(k for k in values if k not in fields)
+
+
+def _typed(value: Any, elem: Any, is_seq: bool, optional: bool) -> Any:
+    if value is None:
+        if optional:
+            return None
+        raise TypeError
+    if is_seq:
+        if not isinstance(value, list | tuple):
+            raise TypeError
+        return tuple(_typed(v, elem, False, False) for v in value)
+    if elem is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if elem is float and isinstance(value, str) and value in ("inf", "-inf", "nan"):  # how config.json writes them
+        return float(value)
+    if not isinstance(value, elem) or (elem is int and isinstance(value, bool)):
+        raise TypeError
+    return value
+
+
+def json_repr(value: Any) -> str:
+    import json
+
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def to_flags(config_cls: type, values: dict[str, Any]) -> list[str]:
+    """The command-line flags that set ``values`` (field name -> value) on ``config_cls``: the inverse of parsing."""
+    hints = typing.get_type_hints(config_cls)
+    out: list[str] = []
+    for f in dataclasses.fields(config_cls):
+        if f.name not in values:
+            continue
+        value, flag = values[f.name], f.metadata.get("flag") or f"--{f.name}"
+        elem, is_seq, _ = _resolve(hints[f.name])
+        if elem is bool and not is_seq:
+            out.append(flag if value else f"--no-{flag[2:]}")
+        elif value is None:
+            out += [flag, "none"]
+        elif is_seq:
+            out += [flag, *(str(v) for v in value)]
+        else:
+            out += [flag, str(value)]
+    return out

@@ -18,7 +18,9 @@ import math
 import os
 import platform
 import random
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -45,7 +47,13 @@ def seed_everything(seed: int) -> None:
 
 
 def choose_device(preference: str = "auto"):
-    """The torch device to use: ``auto`` picks CUDA, then MPS, then CPU."""
+    """The torch device to use: ``auto`` picks CUDA, then MPS, then CPU (recorded for ``env.json``)."""
+    device = _pick_device(preference)
+    _PROCESS["device"], _PROCESS["picks"] = str(device), _PROCESS["picks"] + 1
+    return device
+
+
+def _pick_device(preference: str):
     import torch
 
     if preference != "auto":
@@ -86,33 +94,77 @@ def available_memory(device: Any) -> int | None:
         return None
 
 
-def env_info() -> dict[str, Any]:
-    """Versions, thread counts and devices: written to ``env.json`` of every run."""
+# distribution name -> env.json key: the versions recorded (read from the installed metadata, nothing imported)
+PACKAGES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "open_clip_torch": "open_clip",
+            "transformers": "transformers", "dl1": "dl1"}
+# the device choose_device picked last and how often it picked one; the git state, once looked up
+_PROCESS: dict[str, Any] = {"device": None, "picks": 0}
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a run depends on (absent ones left out), read without importing them."""
+    from importlib import metadata
+
+    out = {}
+    for dist, key in PACKAGES.items():
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_state() -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the git checkout dl1 runs from (``git rev-parse HEAD``, 2 s at most); ``{}`` when
+    dl1 is not run from its own checkout (an installed package) or git is missing.  Computed once per process."""
+    if "git" in _PROCESS:
+        return _PROCESS["git"]
+    _PROCESS["git"] = {}
+    package = Path(__file__).resolve().parent
+    root = package.parent.parent  # src/dl1 -> the repository
+    if not (root / ".git").exists() or (root / "src" / "dl1").resolve() != package:
+        return {}
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=2)
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=2)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if head.returncode == 0 and head.stdout.strip():
+        _PROCESS["git"] = {"commit": head.stdout.strip(),
+                           "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+    return _PROCESS["git"]
+
+
+def env_info(device: str | None = None) -> dict[str, Any]:
+    """Versions (python, torch, torchvision, numpy, open_clip, transformers, dl1: the installed ones), the device,
+    threads, the git commit of a dl1 checkout and the machine: written to ``env.json`` of every run."""
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
+        **package_versions(),
+        "device": device or _PROCESS["device"] or "cpu",
+        "threads": {"cpu_count": os.cpu_count()},
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-        "time": datetime.now().isoformat(timespec="seconds"),
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
-                                           "HF_HUB_OFFLINE", "TORCH_HOME", "DL1_DATA") if k in os.environ},
+        "time": _now(),
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                           "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "TORCH_HOME", "DL1_DATA")
+                if k in os.environ},
     }
-    if "torch" in sys.modules:
+    git = git_state()
+    if git:
+        info["git"] = git
+    if "torch" in sys.modules:  # only once the run has imported it (threads and CUDA are torch's)
         import torch
 
-        info["torch"] = torch.__version__
+        info["threads"]["torch"] = torch.get_num_threads()
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = torch.cuda.is_available()
         if torch.cuda.is_available():
             info["cuda_device"] = torch.cuda.get_device_name(0)
             info["cuda_version"] = torch.version.cuda
-    try:
-        import dl1
-
-        info["dl1"] = dl1.__version__
-    except Exception:  # pragma: no cover
-        pass
     return info
 
 
@@ -160,9 +212,14 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         raise DL1Error(f"cannot write {path} (the previous file is kept): {first_line(exc)}") from None
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the indented JSON text dl1 writes (NumPy and torch scalars as numbers, inf/nan as strings)."""
+    return json.dumps(_jsonable(obj), indent=2) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename); a failed write leaves no temp file and the old file as it was."""
-    write_text_atomic(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 def read_jsonl_counted(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -403,6 +460,8 @@ class Run:
         self._lock = RunLock(self.dir)
         self._tb = None
         self._t0 = time.time()
+        self._picks = _PROCESS["picks"]  # a device chosen after this is the run's (env.json)
+        self._env: dict[str, Any] = {}
         if enabled:
             self._make_folder()
             try:
@@ -440,12 +499,19 @@ class Run:
         if self._config is not None:
             write_json(self._new(self.dir / "config.json"), {"experiment": self.experiment, **self._config})
         argv = self._argv if self._argv is not None else sys.argv
-        _append(self._new(self.dir / "argv.txt"), " ".join(argv) + "\n")
-        write_json(self._new(self.dir / "env.json"), env_info())
+        _append(self._new(self.dir / "argv.txt"), shlex.join(argv) + "\n")
+        self._env = env_info(device=self._device())
+        write_json(self._new(self.dir / "env.json"), self._env)
         if self._tensorboard:  # optional TensorBoard event files beside metrics.jsonl
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self._new(self.dir / "tensorboard")))
+
+    def _device(self, summary: dict[str, Any] | None = None) -> str:
+        """The run's device: what its summary says, else the one chosen since the run began, else the CPU."""
+        if summary and isinstance(summary.get("device"), str):
+            return summary["device"]
+        return _PROCESS["device"] if _PROCESS["picks"] > self._picks else "cpu"
 
     def recorded(self) -> bool:
         """Whether the folder holds anything of this run's work (a metric line, a checkpoint, a figure, a summary)."""
@@ -496,10 +562,22 @@ class Run:
             for k, v in record.items():
                 if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("step", "time"):
                     self._tb.add_scalar(f"{split}/{k}", v, record["step"])
+                elif isinstance(v, str) and k in metrics:  # e.g. a GPT's generated sample: TensorBoard's text tab
+                    tag = f"{split}/{k}" + (f"/{extra['index']}" if "index" in extra else "")
+                    self._tb.add_text(tag, _markdown_verbatim(v), record["step"])
             self._tb.flush()
         if not self.quiet:
             shown = " ".join(f"{k}={_format_value(v)}" for k, v in record.items() if k not in ("split", "time"))
             print(f"[{self.experiment}] {split:>5} {shown}", flush=True)
+
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        """Show an image in TensorBoard's images tab (with ``--tensorboard``; otherwise nothing happens): a uint8 (or
+        [0, 1] float) array, ``(H, W)`` grey or ``(H, W, 3)`` colour.  The run folder keeps its own record of it."""
+        if self._tb is None:
+            return
+        image = np.asarray(image)
+        self._tb.add_image(tag, image, int(step), dataformats="HW" if image.ndim == 2 else "HWC")
+        self._tb.flush()
 
     def metrics(self, split: str | None = None) -> list[dict[str, Any]]:
         """Records logged so far (optionally of one split)."""
@@ -535,9 +613,44 @@ class Run:
         if self.enabled:
             self.commit()
             write_json(self.dir / "summary.json", summary)
+            # the device and threads are known now (torch is imported inside the experiment)
+            write_json(self.dir / "env.json", {**env_info(device=self._device(summary)),
+                                               "time": self._env.get("time"), "finished": _now()})
+        if self._tb is not None:
+            self._tb.add_hparams(_hparams(self._config or {}), _final_metrics(summary), run_name=".")
+            self._tb.flush()
         if not self.quiet:
             print(f"[{self.experiment}] done: {self.dir}/summary.json", flush=True)
         return summary
+
+
+def _now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
+def _markdown_verbatim(text: str) -> str:
+    """``text`` as a Markdown code block (TensorBoard renders text as Markdown: newlines and spaces kept)."""
+    return "\n".join("    " + line for line in text.splitlines() or [""])
+
+
+def _hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's configuration as TensorBoard hyper-parameters (numbers, strings and booleans; lists as text)."""
+    out: dict[str, Any] = {}
+    for k, v in _jsonable(config).items():
+        out[k] = v if isinstance(v, bool | int | float | str) else json.dumps(v)
+    return out
+
+
+def _final_metrics(summary: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[str, float]:
+    """The finite numbers of a summary (nested sections as ``section/key``), for TensorBoard's HParams tab."""
+    out: dict[str, float] = {}
+    for k, v in summary.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and depth < 3:
+            out.update(_final_metrics(v, f"{key}/", depth + 1))
+        elif isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and k != "wall_time_s":
+            out[f"final/{key}"] = float(v)
+    return out
 
 
 def _append(path: Path, text: str) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from dl1.config import config_to_dict, parse_config
+from dl1.config import config_to_dict, parse_config, to_flags, values_from_file
 from dl1.errors import DL1Error, UsageError, first_line
 
 
@@ -56,10 +56,14 @@ def load(name: str) -> ModuleType:
 
 
 def make_config(name: str, argv: list[str] | tuple[str, ...] = (), smoke: bool = False,
-                overrides: dict[str, Any] | None = None) -> Any:
-    """Build the validated Config of an experiment from defaults, ``SMOKE`` (if asked), overrides and flags."""
+                overrides: dict[str, Any] | None = None, config: str | Path | dict[str, Any] | None = None) -> Any:
+    """Build the validated Config of an experiment.  Later sources win: defaults, ``SMOKE`` (if asked), ``config``
+    (a run's ``config.json``, its folder, or such a dict), the recipe of a ``--preset`` given here, ``overrides``,
+    then the flags in ``argv``."""
     module = load(name)
     base = dict(getattr(module, "SMOKE", {})) if smoke else {}
+    if config is not None:
+        base.update(config_file_values(name, module, config))
     preset = _preset_name(list(argv)) or (overrides or {}).get("preset")
     presets = getattr(module, "PRESETS", {})
     if preset in presets:  # a recipe's values become the defaults; explicit flags still win
@@ -67,6 +71,39 @@ def make_config(name: str, argv: list[str] | tuple[str, ...] = (), smoke: bool =
     base.update(overrides or {})
     doc = (module.__doc__ or "").strip()
     return parse_config(module.Config, list(argv), prog=f"dl1 run {name}", description=doc, base=base)
+
+
+def config_file_values(name: str, module: ModuleType, config: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """The values of a run's ``config.json`` (or of a run folder's, or of such a dict) for experiment ``name``.
+
+    A config of another experiment is refused with one line.  Keys the experiment does not have are named in a note.
+    ``resume`` is kept only for an evaluation (there it names what is evaluated): replaying a training run starts a
+    new one, which gives the metrics the resumed run had."""
+    source = "--config"
+    if not isinstance(config, dict):
+        path = Path(config)
+        path = path / "config.json" if path.is_dir() else path
+        source = f"--config {path}"
+        try:
+            config = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"{source}: no such file (give a run's config.json or its folder)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DL1Error(f"{source}: not a readable JSON file ({first_line(exc)})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{source}: a config is a JSON object of flag names and values")
+    other = config.get("experiment", name)
+    if other != name:
+        raise UsageError(f"{source} is the config of a {other} run, not of {name} (use dl1 run {other} --config ...)")
+    values, unknown = values_from_file(module.Config, {k: v for k, v in config.items() if k != "experiment"}, source)
+    if unknown:
+        print(f"note: {source}: ignoring {', '.join(unknown)} (not a flag of {name})", file=sys.stderr, flush=True)
+    evaluation = values.get("evaluate", False) or getattr(module, "EVALUATION_ONLY", False)
+    if values.get("resume") and not evaluation:
+        print(f"note: {source}: not resuming from {values['resume']} (a replay is a new run; add --resume to "
+              "continue one)", file=sys.stderr, flush=True)
+        values["resume"] = None
+    return values
 
 
 def _preset_name(argv: list[str]) -> str | None:
@@ -80,8 +117,13 @@ def _preset_name(argv: list[str]) -> str | None:
 
 def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = False,
             overrides: dict[str, Any] | None = None, out_dir: str | Path = "runs",
-            run_dir: str | Path | None = None, quiet: bool = False, tensorboard: bool = False) -> dict[str, Any]:
+            run_dir: str | Path | None = None, quiet: bool = False, tensorboard: bool = False,
+            config: str | Path | dict[str, Any] | None = None, command: list[str] | None = None) -> dict[str, Any]:
     """Run an experiment end to end (what ``dl1 run`` does) and return its summary.
+
+    ``config`` replays a run's configuration (``config.json`` or its folder; see :func:`make_config`).  ``command``
+    is what ``argv.txt`` and the report record (``dl1 run`` passes the command as typed); by default it is the
+    command that does what this call does.
 
     A ``run_dir`` that already holds a run is only continued, when ``--resume`` names it, and only after its
     experiment and checkpoint have been checked; the folder's lock is released however the run ends, and a run that
@@ -89,7 +131,7 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     from dl1.runtime import Run, check_output_folder
 
     module = load(name)
-    cfg = make_config(name, argv, smoke=smoke, overrides=overrides)
+    cfg = make_config(name, argv, smoke=smoke, overrides=overrides, config=config)
     resume = getattr(cfg, "resume", None)
     continues = not getattr(cfg, "evaluate", False) and not getattr(module, "EVALUATION_ONLY", False)
     if run_dir is None and resume and continues and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
@@ -101,8 +143,11 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
         check_output_folder(run_dir, "--run_dir")
         check_run_folder(name, Path(run_dir), resume if continues else None)
     preflight(module, cfg)
-    run = Run(name, config_to_dict(cfg), root=out_dir, argv=[sys.argv[0], "run", name, *argv],
-              directory=run_dir, quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard)
+    if command is None:
+        command = command_line(name, argv, smoke=smoke, tensorboard=tensorboard, out_dir=out_dir, run_dir=run_dir,
+                               config=config, overrides=overrides, config_cls=module.Config)
+    run = Run(name, config_to_dict(cfg), root=out_dir, argv=launcher() + list(command), directory=run_dir,
+              quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard)
     try:
         return module.run(cfg, run)
     except BaseException:
@@ -110,6 +155,38 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
         raise
     finally:
         run.close()
+
+
+def command_line(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = False,
+                 tensorboard: bool = False, out_dir: str | Path = "runs", run_dir: str | Path | None = None,
+                 config: str | Path | dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+                 config_cls: type | None = None) -> list[str]:
+    """The ``dl1 run`` command that does what :func:`execute` does with these arguments (``overrides`` as flags;
+    a config given as a dict cannot be written as a flag and is left out)."""
+    out = ["dl1", "run", name]
+    if smoke:
+        out.append("--smoke")
+    if tensorboard:
+        out.append("--tensorboard")
+    if str(out_dir) != "runs":
+        out += ["--out_dir", str(out_dir)]
+    if run_dir is not None:
+        out += ["--run_dir", str(run_dir)]
+    if config is not None and not isinstance(config, dict):
+        out += ["--config", str(config)]
+    if overrides:
+        out += to_flags(config_cls or load(name).Config, overrides)
+    return out + list(argv)
+
+
+def launcher() -> list[str]:
+    """``torchrun --nproc_per_node N -m`` under torchrun (the command then starts with ``dl1``), else nothing."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return []
+    local = os.environ.get("LOCAL_WORLD_SIZE", str(world))
+    nodes = world // max(int(local), 1)
+    return ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []), f"--nproc_per_node={local}", "-m"]
 
 
 def check_run_folder(name: str, folder: Path, resume: str | None) -> None:

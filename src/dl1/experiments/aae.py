@@ -123,11 +123,12 @@ def evaluate_test(model, data: AAEData, batch_size: int = 1000) -> dict[str, flo
     return {"recon_loss": sq_err / max(n_pix, 1), "disc_accuracy": correct / max(n, 1)}
 
 
-def take_snapshot(model, data: AAEData, run: Run, epoch: int, idx: np.ndarray, prior_z) -> None:
-    """Write ``snapshots/epoch_NNN.npz``: fixed test images, their reconstructions, decoded fixed prior draws."""
+def take_snapshot(model, data: AAEData, run: Run, epoch: int, idx: np.ndarray, prior_z, step: int = 0) -> None:
+    """Write ``snapshots/epoch_NNN.npz``: fixed test images, their reconstructions, decoded fixed prior draws (and
+    show the grids in TensorBoard at ``step``, with ``--tensorboard``)."""
     import torch
 
-    from dl1.report.aae import save_snapshot, to_uint8
+    from dl1.report.aae import save_snapshot, tensorboard_images, to_uint8
 
     model.eval()
     with torch.no_grad():
@@ -138,6 +139,8 @@ def take_snapshot(model, data: AAEData, run: Run, epoch: int, idx: np.ndarray, p
             codes = torch.cat([model.encoder(scale(data.x_test[s:s + 1000])) for s in range(0, len(data.x_test), 1000)])
             arrays.update(codes=codes.float().cpu().numpy(), labels=data.y_test.cpu().numpy())
     model.train()
+    for tag, image in tensorboard_images(arrays).items():
+        run.log_image(tag, image, step)
     if run.enabled:
         save_snapshot(run.dir, epoch, **arrays)
 
@@ -200,7 +203,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 
     def evaluate(epoch: int) -> dict[str, dict[str, float]]:
         if epoch in chosen:
-            take_snapshot(model, data, run, epoch, idx, prior_z)
+            take_snapshot(model, data, run, epoch, idx, prior_z, trainer.step)
         return {"test": evaluate_test(model, data)}
 
     def batches(epoch: int):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dl1.config import arg
+from dl1.config import arg, config_to_dict
 from dl1.errors import UsageError
-from dl1.hub.clip import PROMPT_FIELDS, WEIGHTS_HELP
+from dl1.hub.clip import DATA_FIELDS, PROMPT_FIELDS, WEIGHTS_HELP
 from dl1.runtime import Run, choose_device, seed_everything
 
 
@@ -23,12 +23,14 @@ from dl1.runtime import Run, choose_device, seed_everything
 class Config:
     resume: str | None = arg(None, "Checkpoint of a learnt prompt (RUN/checkpoints/best.pt of dl1 run clip-prompt); "
                                    "with --synthetic_data and no --resume, a smoke prompt is trained first.")
-    text_prompt_template: str = arg("This is a photo of a {}", "Text template of the 110 class prompts (the course "
-                                                               "script's default has the typo 'This a photo of a {}').")
+    text_prompt_template: str | None = arg(None, "Text template of the 110 class prompts (default: the one the "
+                                                 "prompt was trained with; the course script's default has the typo "
+                                                 "'This a photo of a {}').")
     data_dir: str | None = arg(None, "Folder holding cifar-10-batches-py/ and cifar-100-python/ "
                                      "(default: $DL1_DATA, else ./data).")
-    synthetic_data: bool = arg(False, "Write tiny fake CIFAR-10/100 test files into the run folder and use them "
-                                      "(smoke runs only: the numbers mean nothing).")
+    synthetic_data: bool | None = arg(None, "Write tiny fake CIFAR-10/100 test files into the run folder and use "
+                                            "them (smoke runs only: the numbers mean nothing; default: as the prompt "
+                                            "was trained).")
     clip_weights: str | None = arg(None, "Default: the file the prompt was trained with. " + WEIGHTS_HELP)
     test_noise: bool = arg(False, "Add N(0, 0.1) noise after preprocessing.")
     preprocess: str = arg("auto", "Where CLIP's preprocessing runs: pil (DataLoader workers), batch (on the device, "
@@ -82,6 +84,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     if cfg.resume is None:  # --synthetic_data smoke run: learn a throw-away prompt on fake data first
         cfg = dataclasses.replace(cfg, resume=smoke_prompt(run))
     prompt, saved = read_prompt_checkpoint(cfg.resume, device)
+    unset = [k for k in ("text_prompt_template", "synthetic_data") if getattr(cfg, k) is None]
+    cfg = dataclasses.replace(cfg, **{k: saved.get(k, DATA_FIELDS[k]) for k in unset})  # as the prompt was trained
+    run.save_json("config.json", {"experiment": run.experiment, **config_to_dict(cfg)})  # what was used
     bundle = get_clip(saved["arch"], pretrained=saved["pretrained"], image_size=saved["image_size"], device=device,
                       weights=cfg.clip_weights or saved.get("clip_weights"))
     batch = device_preprocess(cfg.preprocess, bundle.preprocess, device)

@@ -1,16 +1,12 @@
 """Visual prompts and deep prompts for frozen CLIP (A2 Q2.2-Q2.4): train, keep the best, evaluate clean and noisy.
 
-``dl1 run clip-prompt --prompt_type visual_prompt --method padding --dataset cifar100`` learns a padding prompt with the
-course's recipe (SGD lr 40, momentum 0.9, no weight decay, batch 128, 1000 warm-up steps then a per-step cosine decay)
-on a seeded 40,000/10,000 split of the training set; only the prompt trains.  Every epoch writes ``last.pt``, an
-improvement of the validation top-1 writes ``best.pt`` (both hold the prompt alone, a few hundred KB at most), and the
-validation and test accuracies of the *best* prompt go to ``summary.json``.  ``--prompt_type deep_prompt`` learns
-``--prompt_num`` tokens injected before block ``--injection_layer``.  ``--evaluate --resume CKPT [--test_noise]`` only
-evaluates a saved prompt on the test set, clean and (with ``--test_noise``) with N(0, 0.1) noise after preprocessing:
-the prompt, the CLIP and the data (dataset, real or synthetic files, text template) are the checkpoint's; a flag that
-contradicts them is refused unless ``--transfer`` asks for another dataset or template on purpose.
-Accuracies are top-1 in percent, weighted by samples.  The prompt's limits (input size, pad width, patch side,
-injection block) come from the architecture's name and are checked before anything is loaded.
+The course's recipe (SGD lr 40, momentum 0.9, batch 128, 1000 warm-up steps then a per-step cosine) on a seeded
+40,000/10,000 split; only the prompt trains.  ``last.pt`` every epoch, ``best.pt`` on a better validation top-1 (the
+prompt alone); validation and test top-1 (%, sample-weighted) of the *best* prompt go to ``summary.json``.
+``--evaluate --resume CKPT [--test_noise]`` scores a saved prompt on the test set, clean and with N(0, 0.1) noise after
+preprocessing, with the prompt, CLIP and data (dataset, real or synthetic files, text template) of the checkpoint; a
+flag contradicting them is refused unless ``--transfer`` asks for another dataset or template on purpose.  The
+prompt's limits come from the architecture's name and are checked before anything is loaded.
 """
 
 from __future__ import annotations

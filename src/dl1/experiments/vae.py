@@ -98,16 +98,18 @@ def evaluate_split(model: torch.nn.Module, images: torch.Tensor, batch_size: int
             "regularization_loss": reg, "ELBO": elbo}
 
 
-def save_samples(model, run: Run, epoch: int, seed: int, n: int = 64) -> Path:
-    """Draw ``n`` samples with a generator seeded by ``(seed, epoch)`` and store them as uint8 in ``samples/``."""
+def save_samples(model, run: Run, epoch: int, seed: int, n: int = 64, step: int = 0) -> Path:
+    """Draw ``n`` samples with a generator seeded by ``(seed, epoch)``, store them as uint8 in ``samples/`` (and show
+    the grid in TensorBoard at ``step``, with ``--tensorboard``)."""
     import torch
 
-    from dl1.report.generative import save_epoch_arrays
+    from dl1.report.generative import level_grid, save_epoch_arrays
 
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed * 1000 + epoch)
     model.eval()
     images = model.sample(n, generator=generator).to(torch.uint8).cpu().numpy()  # (n, 1, 28, 28)
+    run.log_image("samples", level_grid(images), step)
     folder = run.path(SAMPLES_DIR)
     if not run.enabled:
         return folder / f"epoch_{epoch:03d}.npz"
@@ -126,7 +128,7 @@ def train(cfg: Config, run: Run, model, data: dict[str, torch.Tensor], device: t
 
     def on_epoch_end(epoch: int, results: dict) -> None:
         if epoch % cfg.sample_every == 0 or epoch == cfg.epochs:
-            save_samples(model, run, epoch, cfg.seed)
+            save_samples(model, run, epoch, cfg.seed, step=trainer.step)
 
     trainer = Trainer(run, {"vae": model}, {"adam": optimizer}, epochs=cfg.epochs, monitor="val/bpd", mode="min",
                       device=device, desc="vae", on_epoch_end=on_epoch_end)

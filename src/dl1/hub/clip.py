@@ -201,8 +201,8 @@ def check_resume(cfg: Any, path: Path, device: Any = "cpu") -> None:
         raise DL1Error(f"cannot resume from {path}: it was trained with {', '.join(differ)}")
 
 
-# What a prompt was trained on (besides its structure): the data and the text classifier.  A training run without
-# these flags uses the values here; an evaluation takes them from the checkpoint.
+# What a prompt was trained on besides its structure: the data and the text classifier.  A training run without these
+# flags uses the values here (CIFAR-10 with synthetic data, the smoke size); an evaluation takes the checkpoint's.
 DATA_FIELDS = {"dataset": "cifar100", "synthetic_data": False, "text_prompt_template": COURSE_TEMPLATE}
 TRANSFERABLE = ("dataset", "text_prompt_template")  # what --transfer may change on purpose
 

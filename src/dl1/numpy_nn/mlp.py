@@ -13,12 +13,12 @@ class MLP:
     """Multi-layer perceptron returning softmax probabilities; ``n_hidden=[]`` is multinomial logistic regression.
 
     The first Linear is the input layer (Kaiming σ = √(1/fan_in), no gradient for the data); the others use
-    σ = √(2/fan_in).  ``forward`` casts its input to the model's dtype (float32 by default) without copying when it
-    already matches.  ``clear_cache()`` drops every cached activation (call it before ``copy.deepcopy``).
+    σ = √(2/fan_in).  ``dtype`` is float64 by default (the course's); training passes ``dtype=np.float32``.
+    ``forward`` casts its input to the model's dtype without copying when it already matches.  ``clear_cache()`` drops every cached activation (call it before ``copy.deepcopy``).
     """
 
     def __init__(self, n_inputs: int, n_hidden: Sequence[int], n_classes: int,
-                 dtype: np.dtype | type = np.float32, rng: np.random.Generator | None = None):
+                 dtype: np.dtype | type = np.float64, rng: np.random.Generator | None = None):
         self.n_inputs, self.n_hidden, self.n_classes = n_inputs, list(n_hidden), n_classes
         self.dtype = np.dtype(dtype)
         sizes = [n_inputs, *self.n_hidden, n_classes]

@@ -1,9 +1,11 @@
-"""The course's NumPy modules, vectorised and float32 end to end (``torch`` is never imported here).
+"""The course's NumPy modules, vectorised (``torch`` is never imported here).
 
 Every module has ``forward``, ``backward`` and ``clear_cache``; backward sits right under its forward.  Shapes: ``S``
-samples, ``M`` input features, ``N`` output features, ``C`` classes.  The modules compute in the dtype of their
-parameters / inputs (float32 for training; the gradient checks build float64 modules with ``dtype=np.float64``) and
-never silently upcast: Python scalars are "weak" under NumPy 2 and every constant is cast to the array's dtype.
+samples, ``M`` input features, ``N`` output features, ``C`` classes.  Parameters default to float64, the course's
+dtype: ``LinearModule(D, C)`` passes the course's central-difference checks (h = 1e-5, relative error < 1e-5) as it
+is.  Training asks for float32 explicitly (``dtype=np.float32``, about twice as fast).  The modules compute in the
+dtype of their parameters / inputs and never silently upcast: Python scalars are "weak" under NumPy 2 and every
+constant is cast to the array's dtype.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ class LinearModule:
     Kaiming rule (the course's): ``W ~ N(0, 2 / in_features)`` for a layer fed by an ELU/ReLU output, and
     ``N(0, 1 / in_features)`` for the input layer (normalised data, no half-rectification to compensate); biases 0.
     The input layer computes no gradient for its input (nothing upstream needs it): its ``backward`` returns ``None``
-    unless ``needs_input_grad`` is set to True.
+    unless ``needs_input_grad`` is set to True.  ``dtype`` is the parameters' dtype (float64 by default, as in the
+    course; training passes float32); ``rng`` draws the weights (default: NumPy's global generator, as the course).
     """
 
     def __init__(self, in_features: int, out_features: int, input_layer: bool = False,
-                 dtype: np.dtype | type = np.float32, rng: np.random.Generator | None = None):
+                 dtype: np.dtype | type = np.float64, rng: np.random.Generator | None = None):
         self.in_features, self.out_features, self.input_layer = in_features, out_features, input_layer
         self.needs_input_grad = not input_layer
         std = np.sqrt((1.0 if input_layer else 2.0) / in_features)

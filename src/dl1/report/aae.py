@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from dl1.report import new_figure, save_figure
-from dl1.report.generative import load_epoch_arrays, save_epoch_arrays
+from dl1.report.generative import grid, load_epoch_arrays, save_epoch_arrays
 from dl1.report.runs import read_json_file
 from dl1.runtime import read_jsonl
 
 SNAPSHOTS = "snapshots"
+__all__ = ["grid", "to_uint8", "save_snapshot", "load_snapshots", "pair_rows", "save_grid", "pick_epochs",
+           "progress_figure", "curves_figure", "latent_figure", "make_figures", "tensorboard_images"]
 
 
 # -- storage ---------------------------------------------------------------------------------------------------------
@@ -38,23 +40,19 @@ def load_snapshots(run_dir: Path) -> dict[int, dict[str, np.ndarray]]:
 
 
 # -- grids -----------------------------------------------------------------------------------------------------------
-def grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
-    """uint8 ``(N, C, H, W)`` -> one ``(rows*(H+pad)+pad, nrow*(W+pad)+pad)`` grey (C=1) or RGB image, white gaps."""
-    n, c, h, w = images.shape
-    rows = -(-n // nrow)
-    out = np.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 255, dtype=np.uint8)
-    for i in range(n):
-        r, k = divmod(i, nrow)
-        out[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = images[i]
-    return out[0] if c == 1 else out.transpose(1, 2, 0)
-
-
 def pair_rows(originals: np.ndarray, recons: np.ndarray, nrow: int) -> np.ndarray:
     """Interleave rows: ``nrow`` originals, then their ``nrow`` reconstructions, and so on."""
     blocks = []
     for start in range(0, len(originals), nrow):
         blocks += [originals[start:start + nrow], recons[start:start + nrow]]
     return np.concatenate(blocks)
+
+
+def tensorboard_images(arrays: dict[str, np.ndarray], nrow: int = 8) -> dict[str, np.ndarray]:
+    """A snapshot's grids as TensorBoard shows them: ``samples`` (decoded prior draws) and ``reconstructions``
+    (odd rows test images, even rows their reconstructions), each one grey uint8 image."""
+    return {"samples": grid(arrays["samples"], nrow),
+            "reconstructions": grid(pair_rows(arrays["originals"], arrays["recon"], nrow), nrow)}
 
 
 def save_grid(images: np.ndarray, path: Path, nrow: int = 8, scale: int = 2) -> Path:

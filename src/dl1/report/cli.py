@@ -1,5 +1,8 @@
 """``dl1 report RUN_DIR... [--out FILE] [--metric KEY]``: rebuild each run's figures and report.md from its folder;
-with several runs (or a sweep folder) also write one comparison table.
+with several runs (or a sweep folder) also write one comparison: every run's numbers (no column dropped) and, where
+the runs allow, the course's robustness table (clean vs noisy top-1 of zero-shot CLIP, the ResNet-18 probe, visual and
+deep prompts, beside the reference solution's numbers), the visual- and deep-prompt figures and the 110-way
+cross-dataset table (the tables are printed too).
 
 A run whose ``config.json`` or ``summary.json`` is cut or not JSON is skipped with a one-line warning and the others
 are reported (exit status 1 when any was skipped); a single such run is a one-line error.  Lines of ``metrics.jsonl``

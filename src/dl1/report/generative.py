@@ -51,6 +51,24 @@ def load_epoch_arrays(folder: str | Path) -> dict[int, dict[str, np.ndarray]]:
 
 
 # -- image grids ------------------------------------------------------------------------------------------------------
+def grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
+    """uint8 ``(N, C, H, W)`` -> one ``(rows*(H+pad)+pad, nrow*(W+pad)+pad)`` grey (C=1) or RGB image, white gaps."""
+    n, c, h, w = images.shape
+    rows = -(-n // nrow)
+    out = np.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 255, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        out[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = images[i]
+    return out[0] if c == 1 else out.transpose(1, 2, 0)
+
+
+def level_grid(images: np.ndarray, levels: int = 16, nrow: int = 8) -> np.ndarray:
+    """uint8 images ``(N, 1, H, W)`` with values ``0..levels-1`` (the VAE's 4-bit samples) as one grey uint8 grid
+    ``0..255`` (what TensorBoard shows)."""
+    scaled = (images.astype(np.float32) * (255.0 / (levels - 1))).round().clip(0, 255).astype(np.uint8)
+    return grid(scaled, nrow)
+
+
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8,
                     value_range: tuple[float, float] = (0.0, 1.0), padding: int = 2) -> Path:
     """Save ``[B, C, H, W]`` images as one PNG grid, mapping ``value_range`` linearly to black..white.
@@ -63,8 +81,8 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8,
     if hi <= lo:
         raise ValueError(f"value_range must be increasing, got {value_range}")
     x = (images.detach().float().cpu() - lo) / (hi - lo)  # (B, C, H, W) in [0, 1]
-    grid = make_grid(x.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5)  # (3, H', W')
-    return save_png(grid[:1] if x.shape[1] == 1 else grid, path)
+    tiled = make_grid(x.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5)  # (3, H', W')
+    return save_png(tiled[:1] if x.shape[1] == 1 else tiled, path)
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> Path:

@@ -48,10 +48,23 @@ def _scalar(value: Any) -> float:
 
 
 def show_progress() -> bool:
-    """Progress bars on a terminal (or with DL1_PROGRESS=1); never in CI logs unless asked."""
+    """Whether to draw progress bars (``tqdm.auto`` then draws them as a terminal bar or a notebook widget).
+
+    ``DL1_PROGRESS=1``/``0`` decides when set; otherwise never in CI (``CI=true``: logs stay free of bars), always in a
+    Jupyter kernel (whose stderr is no terminal), and elsewhere when stderr is a terminal (not when it is a log
+    file)."""
     if os.environ.get("DL1_PROGRESS") is not None:
         return os.environ["DL1_PROGRESS"] not in ("0", "")
-    return sys.stderr.isatty() and os.environ.get("CI", "").lower() != "true"
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        return False
+    return in_notebook() or sys.stderr.isatty()
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (Jupyter, JupyterLab, VS Code, Colab): an IPython shell started by a kernel app."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 class Trainer:
