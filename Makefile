@@ -1,6 +1,7 @@
 # The two quick-start commands: `make demo` (the main job: dl1 tour) and `make test` (the test suite).
-# Both set up what they need, idempotently: a .venv in the repo with pinned torch/torchvision, the package, and
-# Fashion-MNIST through Debian's dataset-fashion-mnist where apt is available.
+# Both set up what they need, idempotently: a .venv in the repo with the package at the exact versions of
+# constraints.txt (pyproject.toml states ranges), and Fashion-MNIST through Debian's dataset-fashion-mnist where apt
+# is available.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,15 +11,19 @@ export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export TORCH_HOME ?= $(CURDIR)/.torch_home
 
-.PHONY: setup data browser demo tour test test-slow lint bench clean
+.PHONY: setup data browser demo tour test test-slow lint bench clean constraints
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev,hf]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,hf]'
 	touch $(STAMP)
+
+# after an upgrade that passes `make test`: pin what the .venv now holds
+constraints: setup
+	{ grep '^#' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^#'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 SHARED_TEXT ?= ../shared/data/text/tiny_shakespeare.txt
 

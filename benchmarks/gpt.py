@@ -1,189 +1,401 @@
-"""Character-level GPT throughput and loss: nanoGPT's CPU recipe on tiny Shakespeare, at several thread counts.
+"""nanoGPT side by side: its own ``train.py`` and ``dl1 run gpt`` on its CPU recipe, at the same time, one thread each.
 
-    python benchmarks/gpt.py                      # 2000 iterations at 1 and 2 threads (~3 min each on a quiet CPU)
-    python benchmarks/gpt.py --threads 1 --iters 300
-    python benchmarks/gpt.py --quick              # 100 iterations at 1 thread: a check that it runs, not a result
+    python benchmarks/gpt.py                      # nanoGPT from ../shared/peers/nanogpt, 2000 iterations (the recipe)
+    python benchmarks/gpt.py --nanogpt DIR        # any nanoGPT checkout (train.py, model.py, configurator.py, ...)
+    python benchmarks/gpt.py --max_iters 200      # a short check, not a result (--quick: 100)
 
-For each thread count it runs ``dl1 run gpt --preset nanogpt-cpu`` (4 layers, 4 heads, width 128, block 64, batch 12,
-dropout 0, AdamW lr 1e-3 -> 1e-4 cosine, warm-up 100, weight decay 0.1, clip 1) and reports training tokens per second
-(training steps only, evaluation excluded; also per CPU-second, which estimates a quiet machine when the run had one
-thread on a busy one) and the validation loss on the whole validation split.  Then it times our training step against
-the course template's path (explicit masked-softmax attention, tanh GELU, per-tensor AdamW) on the same model in
-alternating rounds of 10 steps (both see the same load), and prints nanoGPT's number on these machines as the
-reference: 92-99 ms per iteration of 768 tokens at 1 thread (~8,000 tokens/s), validation loss 1.90 after 2000
-iterations.
+1. Data.  The nanoGPT checkout is copied into a temporary folder (the checkout itself is never written to), the text
+   (default tiny Shakespeare: ``--txt_file``) is written there as ``data/shakespeare_char/input.txt``, and nanoGPT's
+   own ``prepare.py`` runs on it unchanged, with a stand-in ``requests`` module first on its path: prepare.py imports
+   ``requests`` only to download ``input.txt``, which is already there (the stand-in raises if it is ever called).
+   Its ``train.bin`` / ``val.bin`` must then equal dl1's encoding and 90/10 split of the same file (checked).
+2. Runs.  Two processes start together, each limited to ``--threads`` (default 1) threads
+   (``OMP_NUM_THREADS`` = ``MKL_NUM_THREADS``, and ``--threads`` for ours): nanoGPT's ``train.py
+   config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 --log_interval=1 --block_size=64
+   --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=N --lr_decay_iters=N --dropout=0.0`` (its README's
+   CPU recipe) plus ``--always_save_checkpoint=True`` (so that ``ckpt.pt`` holds the weights of its last evaluation,
+   iteration N, rather than its best one; training is unchanged) and ``--eval_interval`` 250 as in its config (N when
+   250 does not divide N, so that it evaluates at the end), and ``dl1 run gpt --preset nanogpt-cpu --threads 1
+   --max_iters N``.
+3. Speed.  nanoGPT's ms per iteration is the mean of the ``time`` of its ``iter K: loss X, time Yms`` lines, skipping
+   iteration 0 and every evaluation iteration (K a multiple of ``eval_interval``, whose time includes the evaluation);
+   the speed-up uses the lines printed while ours was still running (both processes loaded the machine alike), and
+   the mean over the whole run is printed too.  Ours is the run's own training time over its iterations (evaluation
+   excluded).  CPU time per iteration as well, which a busy machine disturbs far less than wall time: ours from the
+   run's own CPU clock, nanoGPT's from its process's CPU seconds (Linux ``/proc``) read as each of those log lines
+   arrives.  The floor is the step's matrix products (every linear layer forward and both backward products, and the
+   attention products) timed at ``--threads`` threads just before and just after the runs, each product with the
+   faster of torch's default matmul and oneDNN (the smaller of the two measurements is kept); ours / floor (in CPU
+   time at one thread) says how much of our step is not matrix products.
+4. Loss.  nanoGPT's own estimate (mean of 20 random validation batches) at its last evaluation, and the loss of its
+   checkpoint on the whole validation split computed by dl1's evaluator (``mean_loss`` over every character, the
+   function that gives our run's validation loss).  ``ckpt.pt`` is read with ``torch.load(weights_only=True)`` (nanoGPT
+   stores tensors, numbers and strings only) and copied into dl1's GPT: nanoGPT's layers have no biases (they become
+   zeros) and its ``lm_head`` is tied to ``wte`` (copied).
+
+Without a nanoGPT checkout ours runs alone and every nanoGPT number is "not measured".  On a machine shared with other
+work the timings move with its load: the load average before and after is printed; compare ratios, not times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-NANOGPT = {"threads": 1, "tokens_per_s": 768 / 0.0955, "ms_per_iter": 95.5, "val_loss": 1.90, "iters": 2000}
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_NANOGPT = ROOT.parent / "shared" / "peers" / "nanogpt"
+RECIPE = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128)  # nanoGPT's CPU recipe (its README)
+EVAL_INTERVAL = 250  # config/train_shakespeare_char.py
+GOAL = 1.5
+NOT_MEASURED = "not measured"
+STUB_REQUESTS = ('"""Stand-in for requests: prepare.py imports it only to download input.txt, which is there."""\n\n'
+                 'def get(*args, **kwargs):\n    raise RuntimeError("benchmarks/gpt.py: no downloads")\n')
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks/gpt.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default: 1 2)")
-    p.add_argument("--iters", type=int, default=2000, help="training iterations per run (default: 2000, the recipe)")
-    p.add_argument("--baseline_iters", type=int, default=200,
-                   help="iterations of each path in the alternating ours-vs-template step timing")
-    p.add_argument("--txt_file", default="shakespeare",
-                   help="tiny Shakespeare: a path or 'shakespeare' (data dir, cache, or download)")
+    p.add_argument("--nanogpt", default=str(DEFAULT_NANOGPT), help="nanoGPT checkout (default: %(default)s)")
+    p.add_argument("--txt_file", default="shakespeare", help="text: a path or 'shakespeare' (data dir or cache)")
     p.add_argument("--data_dir", default=None, help="folder searched for the named corpus")
-    p.add_argument("--quick", action="store_true", help="100 iterations at 1 thread (a check, not a result)")
+    p.add_argument("--max_iters", type=int, default=2000, help="training iterations of both (default: the recipe's)")
+    p.add_argument("--threads", type=int, default=1, help="threads of each process (default 1)")
+    p.add_argument("--floor_repeats", type=int, default=5, help="timings of each product for the floor (the fastest "
+                   "counts; default 5)")
+    p.add_argument("--quick", action="store_true", help="100 iterations: a check that it runs, not a result")
     p.add_argument("--out", default="runs/bench/gpt.json", help="JSON output path")
     args = p.parse_args(argv)
     if args.quick:
-        args.threads, args.iters, args.baseline_iters = [1], 100, 40
+        args.max_iters = 100
+    if not 1 <= args.max_iters <= 100_000 or not 1 <= args.threads <= 256 or not 1 <= args.floor_repeats <= 100:
+        p.error("--max_iters must be in 1..100000, --threads in 1..256 and --floor_repeats in 1..100")
     return args
 
 
-def run_ours(txt_file: str, data_dir: str | None, threads: int, iters: int, root: Path) -> dict[str, Any]:
-    """``dl1 run gpt --preset nanogpt-cpu`` at ``threads`` threads; the run's own timing of the training steps."""
-    from dl1.experiments import execute
-
-    flags = ["--preset", "nanogpt-cpu", "--txt_file", txt_file, "--threads", str(threads), "--max_iters", str(iters),
-             "--sample_tokens", "0", "--final_sample_tokens", "300"]
-    if data_dir:
-        flags += ["--data_dir", data_dir]
-    t0 = time.perf_counter()
-    s = execute("gpt", flags, out_dir=root, quiet=True)
-    return {"threads": threads, "iters": iters, "tokens_per_s": s["speed"]["train_tokens_per_s"],
-            "ms_per_iter": s["speed"]["ms_per_iter"],
-            "tokens_per_cpu_s": s["speed"]["train_tokens_per_cpu_s"], "val_loss": s["final"]["val_loss"],
-            "train_loss": s["final"]["train_loss"], "train_s": s["train_time_s"],
-            "wall_s": round(time.perf_counter() - t0, 1), "sample": s["sample"], "run_dir": s["run_dir"]}
+def thread_env(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUTF8": "1"}
 
 
-def make_step(corpus, fused: bool, activation: str, foreach: bool):
-    """One training step of the recipe (batch 12, block 64): ours (fused, foreach) or the template's path."""
+# -- nanoGPT ---------------------------------------------------------------------------------------------------------
+def nanogpt_checkout(path: str) -> Path | None:
+    folder = Path(path).expanduser()
+    needed = ("train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py",
+              "data/shakespeare_char/prepare.py")
+    return folder if all((folder / f).is_file() for f in needed) else None
+
+
+def prepare_nanogpt(checkout: Path, text_file: Path, work: Path, corpus: Any) -> Path:
+    """A copy of the checkout in ``work`` with its char data prepared by its own prepare.py from ``text_file``."""
+    import numpy as np
+
+    copy = work / "nanogpt"
+    shutil.copytree(checkout, copy, ignore=shutil.ignore_patterns("out*", "*.bin", "*.pkl", "input.txt",
+                                                                     "__pycache__", ".git"))
+    data = copy / "data" / "shakespeare_char"
+    shutil.copyfile(text_file, data / "input.txt")
+    stub = work / "stub"
+    stub.mkdir()
+    (stub / "requests.py").write_text(STUB_REQUESTS)
+    env = {**thread_env(1), "PYTHONPATH": str(stub)}
+    proc = subprocess.run([sys.executable, str(data / "prepare.py")], cwd=data, env=env, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise RuntimeError(f"nanoGPT's prepare.py failed: {proc.stderr.strip().splitlines()[-1:]}")
+    for split in ("train", "val"):
+        ids = np.fromfile(data / f"{split}.bin", dtype=np.uint16)
+        if not np.array_equal(ids, corpus.split(split).numpy()):
+            raise RuntimeError(f"nanoGPT's {split}.bin differs from dl1's {split} split of the same text")
+    return copy
+
+
+def nanogpt_eval_interval(max_iters: int) -> int:
+    """The recipe's 250, or ``max_iters`` when 250 does not divide it (so that the last evaluation is at the end)."""
+    return EVAL_INTERVAL if max_iters % EVAL_INTERVAL == 0 else max_iters
+
+
+def nanogpt_command(max_iters: int) -> list[str]:
+    return [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
+            "--eval_iters=20", "--log_interval=1", *(f"--{k}={v}" for k, v in RECIPE.items()),
+            f"--max_iters={max_iters}", f"--lr_decay_iters={max_iters}", "--dropout=0.0",
+            f"--eval_interval={nanogpt_eval_interval(max_iters)}", "--always_save_checkpoint=True"]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc), or None where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Reader(threading.Thread):
+    """Collects a process's output lines with the time each arrived and the process's CPU seconds then (so the
+    pipe never fills)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        super().__init__(daemon=True)
+        self.proc, self.lines = proc, []
+
+    def run(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append((time.perf_counter(), cpu_seconds(self.proc.pid), line.rstrip("\n")))
+
+
+def parse_nanogpt_log(lines: list[tuple[float, float | None, str]], eval_interval: int, until: float | None
+                      ) -> dict[str, Any]:
+    """ms per training iteration (all, and those printed before ``until``), CPU ms per iteration (the process's CPU
+    time between consecutive iteration lines) and the last evaluation's losses."""
+    times, overlap, cpu, evals = [], [], [], []
+    last_cpu = None
+    for t, cpu_s, line in lines:
+        if line.startswith("iter "):
+            k = int(line.split(":")[0].split()[1])
+            ms = float(line.split("time ")[1].split("ms")[0])
+            if k % eval_interval:  # iteration 0 and evaluation iterations include the evaluation
+                times.append(ms)
+                if until is None or t <= until:
+                    overlap.append(ms)
+                if cpu_s is not None and last_cpu is not None:
+                    cpu.append(1000 * (cpu_s - last_cpu))
+            last_cpu = cpu_s
+        elif line.startswith("step ") and "val loss" in line:
+            evals.append((int(line.split(":")[0].split()[1]), float(line.split("val loss ")[1])))
+    if not times:
+        raise RuntimeError("no training iterations in nanoGPT's log")
+    return {"ms_per_iter": statistics.fmean(times), "ms_per_iter_overlap": statistics.fmean(overlap or times),
+            "iters_timed": len(times), "iters_overlap": len(overlap), "median_ms": statistics.median(times),
+            "cpu_ms_per_iter": statistics.fmean(cpu) if cpu else None,
+            "val_loss_20_batches": evals[-1][1] if evals else None, "last_eval_iter": evals[-1][0] if evals else None}
+
+
+def nanogpt_whole_split_loss(ckpt_path: Path, corpus: Any) -> tuple[float, int]:
+    """nanoGPT's checkpoint scored by dl1's evaluator on every character of the validation split."""
     import torch
 
-    from dl1.models.gpt import GPT, GPTConfig
-    from dl1.train import warmup_cosine
+    from dl1.models.gpt import GPT, GPTConfig, mean_loss
 
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128,
-                          embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0, fused_attention=fused,
-                          activation=activation))
-    decay, no_decay = model.decay_groups()
-    params = dict(model.named_parameters())
-    opt = torch.optim.AdamW([{"params": [params[n] for n in decay], "weight_decay": 0.1},
-                             {"params": [params[n] for n in no_decay], "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.99), foreach=foreach)
-    sched = warmup_cosine(opt, 100, 2000, min_factor=0.1)
-    g = torch.Generator().manual_seed(0)
-
-    def step() -> None:
-        x, y = corpus.get_batch("train", 12, 64, generator=g)
-        _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-
-    return step
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    a = ckpt["model_args"]
+    model = GPT(GPTConfig(vocab_size=a["vocab_size"], block_size=a["block_size"], n_layer=a["n_layer"],
+                          n_head=a["n_head"], n_embd=a["n_embd"], embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0,
+                          activation="gelu"))  # nanoGPT's MLP uses nn.GELU() (exact)
+    theirs = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    theirs = {k: v for k, v in theirs.items() if not k.endswith(".attn.bias")}  # its causal-mask buffer, if any
+    ours = model.state_dict()
+    unexpected = set(theirs) - set(ours)
+    missing = [k for k in ours if k not in theirs and not k.endswith(".bias")]
+    if unexpected or missing:
+        raise RuntimeError(f"nanoGPT checkpoint does not map onto dl1's GPT: unexpected {sorted(unexpected)[:4]}, "
+                           f"missing {missing[:4]}")
+    with torch.no_grad():
+        for k, v in ours.items():
+            if k in theirs:
+                v.copy_(theirs[k])
+            else:  # nanoGPT's layers have no biases (bias=False)
+                v.zero_()
+    windows = corpus.eval_windows("val", a["block_size"], 32)
+    return mean_loss(model, windows, torch.device("cpu")), int(ckpt["iter_num"])
 
 
-def compare_steps(txt_file: str, data_dir: str | None, threads: int, iters: int) -> dict[str, Any]:
-    """Ours vs the course template's path (explicit attention, tanh GELU, per-tensor AdamW), timed in alternating
-    rounds of 10 steps so that both see the same machine load; medians of the rounds."""
-    import statistics
+# -- ours -----------------------------------------------------------------------------------------------------------
+def ours_command(text_file: Path, max_iters: int, threads: int, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "dl1", "run", "gpt", "--preset", "nanogpt-cpu", "--txt_file", str(text_file),
+            "--threads", str(threads), "--max_iters", str(max_iters), "--sample_tokens", "0",
+            "--final_sample_tokens", "300", "--run_dir", str(run_dir)]
 
+
+# -- the matrix-product floor ----------------------------------------------------------------------------------------
+def step_products(vocab: int) -> list[tuple[str, int, int, int, int]]:
+    """(kind, count, M, K, N) of every matrix product of one training step of the recipe: y = x W^T, then
+    dx = dy W and dW = dy^T x for each linear layer; q k^T, p v and their four backward products per head."""
+    b, t, d, layers, heads = (RECIPE[k] for k in ("batch_size", "block_size", "n_embd", "n_layer", "n_head"))
+    m, hs = b * t, d // heads
+    out = []
+    for k, n, count in ((d, 3 * d, layers), (d, d, layers), (d, 4 * d, layers), (4 * d, d, layers), (d, vocab, 1)):
+        out += [("linear", count, m, k, n), ("linear", count, m, n, k), ("linear", count, n, m, k)]
+    # batched over b * heads: s = q k^T and dp = dy v^T; y = p v, dv = p^T dy, dq = ds k, dk = ds^T q
+    out += [("attention", 2 * layers, t, hs, t), ("attention", 4 * layers, t, t, hs)]
+    return out
+
+
+def matmul_floor(vocab: int, threads: int, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds of the step's products, each timed with torch's default matmul and with oneDNN (the faster)."""
     import torch
 
-    from dl1.data.text import load_corpus
+    from dl1.models.gpt import _mm, _onednn_available
 
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    corpus = load_corpus(txt_file, data_dir)
-    steps = {"ours": make_step(corpus, True, "gelu", True), "template": make_step(corpus, False, "gelu_tanh", False)}
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    cpu: dict[str, list[float]] = {k: [] for k in steps}
-    for step in steps.values():
-        for _ in range(5):
-            step()
-    for _ in range(max(1, iters // 10)):
-        for name, step in steps.items():
+    batch = RECIPE["batch_size"] * RECIPE["n_head"]
+
+    def best(fn, reps: int = 10) -> tuple[float, float]:
+        """The fastest of ``repeats`` timings of ``reps`` calls: (wall seconds, CPU seconds) per call."""
+        fn()
+        runs = []
+        for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(10):
-                step()
-            times[name].append((time.perf_counter() - t0) / 10)
-            cpu[name].append((time.process_time() - c0) / 10)
-    out = {}
-    for name, ts in times.items():
-        per_iter = statistics.median(ts)
-        out[name] = {"ms_per_iter": round(per_iter * 1000, 2), "tokens_per_s": round(768 / per_iter, 1),
-                     "cpu_ms_per_iter": round(statistics.median(cpu[name]) * 1000, 2)}
-    return {"threads": threads, "rounds": len(times["ours"]), **out}
+            for _ in range(reps):
+                fn()
+            runs.append(((time.perf_counter() - t0) / reps, (time.process_time() - c0) / reps))
+        return min(r[0] for r in runs), min(r[1] for r in runs)
+
+    total = cpu = default = flops = 0.0
+    try:
+        for kind, count, m, k, n in step_products(vocab):
+            if kind == "linear":
+                a, w = torch.randn(m, k), torch.randn(n, k)
+                t_default = best(lambda a=a, w=w: a @ w.t())
+                t_fast = best(lambda a=a, w=w: _mm(a, w)) if _onednn_available() else t_default
+                fl = 2 * m * k * n
+            else:
+                a, w = torch.randn(batch, m, k), torch.randn(batch, k, n)
+                t_default = t_fast = best(lambda a=a, w=w: torch.bmm(a, w))
+                fl = 2 * batch * m * k * n
+            total += count * min(t_default[0], t_fast[0])
+            cpu += count * min(t_default[1], t_fast[1])
+            default += count * t_default[0]
+            flops += count * fl
+    finally:
+        torch.set_num_threads(before)
+    return {"floor_ms": 1000 * total, "floor_cpu_ms": 1000 * cpu, "default_matmul_ms": 1000 * default,
+            "gflop": flops / 1e9, "gflops_floor": flops / total / 1e9, "gflops_default": flops / default / 1e9}
 
 
-def ratio_row(tokens_per_s: float) -> dict:
-    """The row ``dl1 bench`` tabulates: our training tokens/s over nanoGPT's at 1 thread on these machines."""
-    return {"case": "training tokens/s vs nanoGPT (1 thread)", "ours": tokens_per_s,
-            "reference": NANOGPT["tokens_per_s"], "ratio": tokens_per_s / NANOGPT["tokens_per_s"], "goal": ">= 1"}
+# -- the benchmark ---------------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from dl1.data.text import load_corpus, resolve_text_file
+
+    text_file = resolve_text_file(args.txt_file, args.data_dir)
+    corpus = load_corpus(str(text_file), args.data_dir)
+    checkout = nanogpt_checkout(args.nanogpt)
+    nano_dir = prepare_nanogpt(checkout, text_file, work, corpus) if checkout else None
+    load_before = os.getloadavg()
+    floors = [matmul_floor(corpus.tokenizer.vocab_size, args.threads, args.floor_repeats)]
+
+    env = thread_env(args.threads)
+    nano = reader = None
+    if nano_dir:
+        nano = subprocess.Popen(nanogpt_command(args.max_iters), cwd=nano_dir, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        reader = Reader(nano)
+        reader.start()
+    t0 = time.perf_counter()
+    ours = subprocess.run(ours_command(text_file, args.max_iters, args.threads, work / "ours"), env=env,
+                          capture_output=True, text=True)
+    ours_end = time.perf_counter()
+    if nano:
+        reader.join()  # to the end of its output, before the process is reaped (its CPU clock stays readable)
+        nano.wait()
+    wall = time.perf_counter() - t0
+    load_after = os.getloadavg()
+    if ours.returncode:
+        raise RuntimeError(f"dl1 run gpt failed: {(ours.stderr.strip().splitlines() or ['?'])[-1]}")
+    floors.append(matmul_floor(corpus.tokenizer.vocab_size, args.threads, args.floor_repeats))
+    floor = min(floors, key=lambda f: f["floor_ms"])
+
+    s = json.loads((work / "ours" / "summary.json").read_text())
+    tokens = RECIPE["batch_size"] * RECIPE["block_size"]
+    result: dict[str, Any] = {
+        "threads": args.threads, "max_iters": args.max_iters, "cpu_count": os.cpu_count(),
+        "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in load_after],
+        "wall_s": round(wall, 1), "floor": {k: round(v, 3) for k, v in floor.items()},
+        "ours": {"ms_per_iter": s["speed"]["ms_per_iter"], "cpu_ms_per_iter":
+                 round(1000 * tokens / s["speed"]["train_tokens_per_cpu_s"], 2),
+                 "val_loss": s["final"]["val_loss"], "train_loss": s["final"]["train_loss"], "iters": s["iters"],
+                 "train_s": s["train_time_s"], "sample": s.get("sample", "")},
+        "nanogpt": {"checkout": str(checkout) if checkout else None, "ms_per_iter": None},
+    }
+    if nano:
+        log = parse_nanogpt_log(reader.lines, nanogpt_eval_interval(args.max_iters), ours_end)
+        if nano.returncode:
+            raise RuntimeError(f"nanoGPT's train.py failed: {[line for *_, line in reader.lines[-3:]]}")
+        ckpt = nano_dir / "out-shakespeare-char" / "ckpt.pt"
+        whole, ckpt_iter = nanogpt_whole_split_loss(ckpt, corpus)
+        result["nanogpt"].update(log, val_loss_whole_split=whole, checkpoint_iter=ckpt_iter)
+    return result
+
+
+def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows ``dl1 bench`` tabulates; a nanoGPT number that was not measured is None ("not measured")."""
+    o, n, f, t = r["ours"], r["nanogpt"], r["floor"], r["threads"]
+    measured = n["ms_per_iter"] is not None
+    nano_ms, nano_cpu = (n["ms_per_iter_overlap"], n.get("cpu_ms_per_iter")) if measured else (None, None)
+    nano_loss = n["val_loss_whole_split"] if measured else None
+    floor_case, ours_vs_floor, floor = (("training CPU ms/iter / matmul floor (CPU)", o["cpu_ms_per_iter"],
+                                         f["floor_cpu_ms"]) if t == 1 else
+                                        ("training ms/iter / matmul floor", o["ms_per_iter"], f["floor_ms"]))
+    return [
+        {"case": "training ms/iter: nanoGPT / ours, same time", "threads": t, "ours": o["ms_per_iter"],
+         "reference": nano_ms, "ratio": nano_ms / o["ms_per_iter"] if nano_ms else None, "goal": f">= {GOAL}"},
+        {"case": "training CPU ms/iter: nanoGPT / ours", "threads": t, "ours": o["cpu_ms_per_iter"],
+         "reference": nano_cpu, "ratio": nano_cpu / o["cpu_ms_per_iter"] if nano_cpu else None,
+         "goal": f">= {GOAL}"},
+        {"case": "val loss (whole split): ours / nanoGPT", "threads": t, "ours": o["val_loss"],
+         "reference": nano_loss, "ratio": o["val_loss"] / nano_loss if nano_loss else None, "goal": "<= 1"},
+        {"case": floor_case, "threads": t, "ours": ours_vs_floor, "floor": floor, "ratio": ours_vs_floor / floor,
+         "goal": None},
+    ]
+
+
+def print_table(r: dict[str, Any]) -> None:
+    o, n, f = r["ours"], r["nanogpt"], r["floor"]
+    measured = n["ms_per_iter"] is not None
+
+    def num(v: Any, fmt: str, width: int, missing: str = "-") -> str:
+        return format(v, f"{width}{fmt}") if isinstance(v, int | float) else f"{missing:>{width}}"
+
+    print(f"\nnanoGPT's CPU recipe (4 layers x 4 heads x width 128, block 64, batch 12, dropout 0), {r['max_iters']} "
+          f"iterations, {r['threads']} thread(s) each, both runs at the same time; load average "
+          f"{r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after, on {r['cpu_count']} CPUs")
+    head = (f"{'':20} | {'ms/iter':>7} | {'CPU ms/iter':>11} | {'val loss, 20 batches':>20} | "
+            f"{'val loss, whole split':>21} | {'threads':>7}")
+    print(head)
+    print("-" * len(head))
+    print(f"{'dl1 run gpt (ours)':20} | {o['ms_per_iter']:7.1f} | {num(o['cpu_ms_per_iter'], '.1f', 11)} | "
+          f"{'-':>20} | {o['val_loss']:21.4f} | {r['threads']:>7}")
+    if not measured:
+        print(f"{'nanoGPT train.py':20} | {NOT_MEASURED} (no nanoGPT checkout: --nanogpt DIR)")
+    else:
+        print(f"{'nanoGPT train.py':20} | {n['ms_per_iter_overlap']:7.1f} | {num(n['cpu_ms_per_iter'], '.1f', 11)} | "
+              f"{num(n['val_loss_20_batches'], '.4f', 20)} | {n['val_loss_whole_split']:21.4f} | {r['threads']:>7}")
+        for row in rows(r)[:2]:
+            print(f"{row['case']}: {num(row['ratio'], '.2f', 0, NOT_MEASURED)} (goal {row['goal']})")
+        print(f"(nanoGPT's ms/iter: its {n['iters_overlap']} iterations printed while ours ran; over its whole run "
+              f"{n['ms_per_iter']:.1f}; its checkpoint: iteration {n['checkpoint_iter']})")
+    floor = rows(r)[-1]
+    print(f"{floor['case']}: {floor['ratio']:.2f} (floor: the step's {f['gflop']:.2f} GFLOP of matrix products in "
+          f"{f['floor_ms']:.1f} ms, {f['floor_cpu_ms']:.1f} CPU ms, each with the faster of torch's default matmul "
+          f"and oneDNN; torch's default alone {f['default_matmul_ms']:.1f} ms)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(list(sys.argv[1:] if argv is None else argv))
-    import torch
-
     from dl1.errors import DL1Error
 
-    rows = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for t in args.threads:
-                ours = run_ours(args.txt_file, args.data_dir, t, args.iters, Path(tmp))
-                ab = compare_steps(args.txt_file, args.data_dir, t, args.baseline_iters)
-                rows.append({"threads": t, "run": {k: v for k, v in ours.items() if k != "run_dir"}, "steps": ab,
-                             **ratio_row(ours["tokens_per_s"])})
-                print(f"threads {t}: run {ours['tokens_per_s']:.0f} tokens/s, val loss {ours['val_loss']:.4f}; "
-                      f"steps: ours {ab['ours']['ms_per_iter']} ms, template {ab['template']['ms_per_iter']} ms",
-                      flush=True)
-    except DL1Error as exc:
+        with tempfile.TemporaryDirectory(prefix="dl1-bench-gpt-") as tmp:
+            result = run(args, Path(tmp))
+    except (DL1Error, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print_table(rows, args.iters)
-    print(f"\nsample ({rows[0]['threads']}-thread run, best checkpoint):\n{rows[0]['run']['sample'][:300]}")
-    result = {"benchmark": "gpt", "recipe": "nanogpt-cpu", "iters": args.iters, "torch": torch.__version__,
-              "cpu_count": __import__("os").cpu_count(), "nanogpt_reference": NANOGPT, "rows": rows}
+    print_table(result)
+    print(f"\nsample (ours, best checkpoint):\n{result['ours']['sample'][:300]}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps({"benchmark": "gpt", "recipe": "nanogpt-cpu", **result, "rows": rows(result)},
+                              indent=2) + "\n")
     print(f"wrote {out}")
     return 0
-
-
-def print_table(rows: list[dict[str, Any]], iters: int) -> None:
-    head = (f"{'threads':>7} | {'run tok/s':>9} | {'run tok/CPU-s':>13} | {'val loss':>8} | {'ours ms/it':>10} | "
-            f"{'template ms/it':>14} | {'speed-up':>8} | {'CPU speed-up':>12} | {'nanoGPT tok/s':>13} | "
-            f"{'run/nanoGPT':>11}")
-    print(f"\nnanoGPT CPU recipe, {iters} iterations; run = dl1 run gpt --preset nanogpt-cpu (training steps only, "
-          "validation loss on the whole 10 % split); ms/it = alternating step timing, medians; CPU = per CPU-second "
-          "(with 1 thread on a busy machine, an estimate of a quiet one)")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        o, s = r["run"], r["steps"]
-        ref = NANOGPT["tokens_per_s"] if r["threads"] == NANOGPT["threads"] else None
-        ref_s = f"{ref:13.0f}" if ref else f"{'-':>13}"
-        ratio = f"{o['tokens_per_s'] / ref:11.2f}" if ref else f"{'-':>11}"
-        speedup = s["template"]["ms_per_iter"] / s["ours"]["ms_per_iter"]
-        cpu_speedup = s["template"]["cpu_ms_per_iter"] / s["ours"]["cpu_ms_per_iter"]
-        print(f"{r['threads']:>7} | {o['tokens_per_s']:9.0f} | {o['tokens_per_cpu_s']:13.0f} | {o['val_loss']:8.4f} | "
-              f"{s['ours']['ms_per_iter']:10.1f} | {s['template']['ms_per_iter']:14.1f} | {speedup:8.2f} | "
-              f"{cpu_speedup:12.2f} | {ref_s} | "
-              f"{ratio}")
-    print(f"nanoGPT reference (1 thread, these machines): {NANOGPT['ms_per_iter']} ms/iter (92-99), "
-          f"val loss {NANOGPT['val_loss']} after {NANOGPT['iters']} iterations"
-          + ("" if iters == NANOGPT["iters"] else f"; this run did {iters} iterations, so its loss is not comparable"))
 
 
 if __name__ == "__main__":

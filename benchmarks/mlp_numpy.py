@@ -208,13 +208,15 @@ def table(results: list[dict]) -> str:
 
 
 def ratio_rows(results: list[dict]) -> list[dict]:
-    """Rows for ``dl1 bench``: numpy / floor and numpy / torch per shape and thread count."""
+    """Rows for ``dl1 bench``: numpy / floor (goal <= 1.5 at 1 thread; none at more threads, where the floor's products
+    use every core perfectly and the element-wise passes do not) and numpy / torch (goal <= 1) per shape and thread
+    count."""
     rows = []
     for res in results:
         for name, r in res["shapes"].items():
             rows.append({"case": f"{name} epoch numpy/floor", "threads": res["threads"], "ours_s": r["numpy_s"],
                          "floor": r["floor_s"], "ratio": r["numpy_s"] / r["floor_s"],
-                         "goal": "<= 1.5 at 1 thread"})
+                         "goal": "<= 1.5" if res["threads"] == 1 else None})  # the goal is set at 1 thread
             if r.get("torch_s"):
                 rows.append({"case": f"{name} epoch numpy/torch", "threads": res["threads"], "ours_s": r["numpy_s"],
                              "baseline": r["torch_s"], "ratio": r["numpy_s"] / r["torch_s"], "goal": "<= 1"})

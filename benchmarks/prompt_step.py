@@ -6,9 +6,12 @@ plain forward + backward of the same frozen model, so that the cost of the promp
 "ours" is one step of the real training code: ``VisualPromptCLIP`` / ``DeepPromptCLIP`` forward, cross-entropy,
 ``Trainer.backward_step`` (backward, SGD lr 40 momentum 0.9 on the prompt, the warm-up + cosine scheduler step).
 "plain" is ``encode_image`` -> cosine logits -> cross-entropy -> backward to the input pixels of the same frozen model
-(the least a prompt step can cost: the gradient must cross the whole image tower), measured in the same run with the
-same thread count.  The weights are random (``dl1.hub.clip.random_clip``): speed does not depend on them.
-Reported: the median of ``--repeats`` timed steps after ``--warmup`` untimed ones.
+(the least a prompt step can cost: the gradient must cross the whole image tower).  The plain step and the three
+prompt steps are timed in alternating rounds (each round times each once, the order rotating), with the same thread
+count, so a change of machine load hits all of them alike; the ratio is the median over the rounds of each round's
+ours / plain.  ``--warmup`` untimed rounds come first.  Goal: a padding or fixed-patch step at most 5 % over the plain
+step; a deep-prompt step at most 5 % over the plain step plus its extra tokens' share of the blocks' work.  The weights
+are random (``dl1.hub.clip.random_clip``): speed does not depend on them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 QUICK = {"batch_size": 4, "repeats": 2, "warmup": 1}
@@ -32,8 +36,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, nargs="+", default=None,
                    help="torch CPU thread counts to measure (default: torch's current count)")
     p.add_argument("--batch_size", type=int, default=32, help="images per step")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per method (the median is reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--repeats", type=int, default=5, help="alternating timed rounds (each times every step once)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--arch", default="ViT-B/32", help="CLIP architecture (random weights)")
     p.add_argument("--prompt_size", type=int, default=30, help="pad width of the padding prompt")
     p.add_argument("--patch_size", type=int, default=1, help="side of the fixed patch")
@@ -58,17 +62,22 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(step, args, device) -> float:
+def alternate(steps: dict[str, Callable[[], None]], args, device) -> dict[str, list[float]]:
+    """Seconds of every step in ``--repeats`` rounds; each round times every step once, the order rotating from round
+    to round, so a change of machine load hits all of them alike.  ``--warmup`` untimed rounds first."""
+    names = list(steps)
     for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name in names:
+            steps[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            _sync(device)
+            t0 = time.perf_counter()
+            steps[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def build(method: str, clip_model, text, args):
@@ -81,8 +90,8 @@ def build(method: str, clip_model, text, args):
     return VisualPromptCLIP(clip_model, text, build_prompter(method, size, 224))
 
 
-def measure_ours(method: str, clip_model, text, batch, args, device) -> float:
-    """Median seconds of one real training step (forward, loss, Trainer.backward_step with SGD + schedule)."""
+def prompt_step(method: str, clip_model, text, batch, args, device, run_dir: Path) -> Callable[[], None]:
+    """One real training step (forward, loss, ``Trainer.backward_step`` with SGD + schedule) of ``method``."""
     import torch
 
     from dl1.experiments.clip_prompt import Config, make_optimizer
@@ -93,22 +102,21 @@ def measure_ours(method: str, clip_model, text, batch, args, device) -> float:
     cfg = Config(epochs=1, warmup=1000)
     optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch=10_000)
     images, targets = batch
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Run("prompt-bench", {}, directory=Path(tmp) / "run", quiet=True)
-        trainer = Trainer(run, {"prompt": model.prompt_learner}, {"prompt": optimizer}, epochs=1,
-                          schedulers={"prompt": scheduler}, device=device, amp=args.amp)
-        model.train()
+    run = Run("prompt-bench", {}, directory=run_dir / method, quiet=True)
+    trainer = Trainer(run, {"prompt": model.prompt_learner}, {"prompt": optimizer}, epochs=1,
+                      schedulers={"prompt": scheduler}, device=device, amp=args.amp)
+    model.train()
 
-        def step():
-            with trainer.autocast():
-                loss = torch.nn.functional.cross_entropy(model(images).float(), targets)
-            trainer.backward_step(loss)
+    def step():
+        with trainer.autocast():
+            loss = torch.nn.functional.cross_entropy(model(images).float(), targets)
+        trainer.backward_step(loss)
 
-        return _median_time(step, args, device)
+    return step
 
 
-def measure_plain(clip_model, text, batch, args, device) -> float:
-    """Median seconds of encode_image -> cosine logits -> CE -> backward to the pixels (frozen weights)."""
+def plain_step(clip_model, text, batch, args, device) -> Callable[[], None]:
+    """encode_image -> cosine logits -> CE -> backward to the pixels (frozen weights)."""
     import torch
     import torch.nn.functional as F
 
@@ -123,7 +131,17 @@ def measure_plain(clip_model, text, batch, args, device) -> float:
         logits = scale * F.normalize(f.float(), dim=-1) @ text.t()
         torch.nn.functional.cross_entropy(logits, targets).backward()
 
-    return _median_time(step, args, device)
+    return step
+
+
+def goal(method: str, clip_model, args) -> float:
+    """At most 5 % over the plain step, plus, for the deep prompt, its extra tokens' share of the blocks' work
+    (``prompt_num`` tokens on top of the ``L`` image tokens, in the blocks from ``injection_layer`` on)."""
+    if method != "deep_prompt":
+        return 1.05
+    visual = clip_model.visual
+    tokens, blocks = visual.positional_embedding.shape[0], len(visual.transformer.resblocks)
+    return round(1.05 * (1 + args.prompt_num / tokens * (blocks - args.injection_layer) / blocks), 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,13 +163,22 @@ def main(argv: list[str] | None = None) -> int:
     batch = (torch.randn(args.batch_size, 3, 224, 224, generator=g).to(device),
              torch.randint(0, args.num_classes, (args.batch_size,), generator=g).to(device))
     rows = []
-    for t in threads:
-        torch.set_num_threads(t)
-        plain = measure_plain(bundle.model, text, batch, args, device)
-        for method in METHODS:
-            ours = measure_ours(method, bundle.model, text, batch, args, device)
-            rows.append({"method": method, "threads": t, "batch_size": args.batch_size, "step_s": ours,
-                         "plain_s": plain, "ratio": ours / plain, "images_per_s": args.batch_size / ours})
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = {"plain": plain_step(bundle.model, text, batch, args, device)}
+        steps.update({m: prompt_step(m, bundle.model, text, batch, args, device, Path(tmp)) for m in METHODS})
+        for t in threads:
+            torch.set_num_threads(t)
+            times = alternate(steps, args, device)
+            plain = statistics.median(times["plain"])
+            for method in METHODS:
+                per_round = [a / b for a, b in zip(times[method], times["plain"], strict=True)]
+                ours = statistics.median(times[method])
+                rows.append({"method": method, "threads": t,
+                             "batch_size": args.batch_size, "step_s": ours, "plain_s": plain,
+                             "ratio": statistics.median(per_round), "ratio_min": min(per_round),
+                             "ratio_max": max(per_round), "goal": f"<= {goal(method, bundle.model, args):.2f}",
+                             "images_per_s": args.batch_size / ours, "times_s": times[method],
+                             "plain_times_s": times["plain"]})
     report(rows, args, device)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,12 +193,15 @@ def report(rows: list[dict], args: argparse.Namespace, device) -> None:
               "deep_prompt": f"{args.prompt_num} tokens @ block {args.injection_layer}"}
     amp = ", float16 autocast" if args.amp and device.type == "cuda" else ""
     print(f"prompt training step, CLIP {args.arch} (random weights), batch {args.batch_size}, device {device}{amp}, "
-          f"median of {args.repeats}" + (" (--quick: not a result)" if args.quick else ""))
-    print(f"{'method':>12} {'shape':>20} {'threads':>7} {'step s':>8} {'plain s':>8} {'ours/plain':>10} {'img/s':>7}")
+          f"{args.repeats} alternating rounds" + (" (--quick: not a result)" if args.quick else ""))
+    print(f"{'method':>12} {'shape':>20} {'threads':>7} {'step s':>8} {'plain s':>8} {'ours/plain':>10} "
+          f"{'(min-max)':>11} {'goal':>7} {'img/s':>7}")
     for r in rows:
         print(f"{r['method']:>12} {shapes[r['method']]:>20} {r['threads']:>7} {r['step_s']:>8.3f} "
-              f"{r['plain_s']:>8.3f} {r['ratio']:>10.2f} {r['images_per_s']:>7.1f}")
-    print("plain = encode_image + cosine logits + CE + backward to the pixels of the same frozen model")
+              f"{r['plain_s']:>8.3f} {r['ratio']:>10.3f} {r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f} "
+              f"{r['goal']:>7} {r['images_per_s']:>7.1f}")
+    print("plain = encode_image + cosine logits + CE + backward to the pixels of the same frozen model, timed in the "
+          "same rounds; ours/plain = median over the rounds of each round's ratio (min-max over the rounds)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ values) on fake 32x32 CIFAR-10 files in the real format, resized to 224 px: "unc
 runs the frozen backbone on every training and validation image every epoch; "cached" (``--cache_features on``)
 computes the 512-d features once before the first epoch and trains ``fc`` on them.  An epoch is training plus
 validation plus the checkpoint write.  Epoch 1 of the cached run is shown with the one-off feature extraction added.
-Goal: from the second epoch on, cached >= 10x faster.
+Both runs are measured in the same process, one after the other, with the same thread count.  Goals (ratio =
+uncached / cached seconds): epoch 1 >= 0.9 (the one-off extraction costs about one uncached epoch's backbone passes)
+and, from the second epoch on, >= 10.
 """
 
 from __future__ import annotations
@@ -65,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     off, on = fits["off"]["epoch_s"], fits["on"]["epoch_s"]
     cache_s = fits["on"]["feature_cache_s"]
     steady_off, steady_on = statistics.median(off[1:]), statistics.median(on[1:])
-    rows = [{"case": "epoch 1 (cached: + feature extraction)", "epoch": 1, "threads": args.threads,
-             "ours": on[0] + cache_s, "reference": off[0], "ratio": off[0] / (on[0] + cache_s), "goal": ""},
-            {"case": f"epochs 2-{args.epochs} (median)", "epoch": "2+", "threads": args.threads, "ours": steady_on,
+    threads = args.threads if not args.num_workers else f"{args.threads} + {args.num_workers} loader workers"
+    rows = [{"case": "epoch 1 (cached: + feature extraction)", "epoch": 1, "threads": threads,
+             "ours": on[0] + cache_s, "reference": off[0], "ratio": off[0] / (on[0] + cache_s), "goal": ">= 0.9"},
+            {"case": f"epochs 2-{args.epochs} (median)", "epoch": "2+", "threads": threads, "ours": steady_on,
              "reference": steady_off, "ratio": steady_off / steady_on, "goal": ">= 10"}]
     result = {"benchmark": "transfer", "device": args.device, "threads": args.threads, "quick": args.quick,
               "n_train": args.n_train - args.n_val, "n_val": args.n_val, "image_size": args.image_size,
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'epoch':<40} {'uncached s':>11} {'cached s':>10} {'speed-up':>9}")
     for r in rows:
         print(f"{r['case']:<40} {r['reference']:>11.3f} {r['ours']:>10.3f} {r['ratio']:>8.1f}x")
-    print(f"(feature extraction, once: {cache_s:.3f} s; goal from epoch 2: >= 10x)")
+    print(f"(feature extraction, once: {cache_s:.3f} s; goals: epoch 1 >= 0.9x, from epoch 2 >= 10x)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

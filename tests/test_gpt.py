@@ -299,17 +299,30 @@ TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "8", "--block_size", "8",
         "--eval_interval", "5", "--sample_tokens", "10", "--warmup_iters", "0", "--final_sample_tokens", "20"]
 
 
+def two_symbol_text(n: int, seed: int = 0, keep: float = 0.9) -> str:
+    """A and B where each character repeats the one two places before it with probability ``keep``: the next
+    character depends on context only (the current one says nothing), at an entropy rate of H(0.9) = 0.325 nats."""
+    g = torch.Generator().manual_seed(seed)
+    ids = [0, 1]
+    for r in torch.rand(n - 2, generator=g).tolist():
+        ids.append(ids[-2] if r < keep else 1 - ids[-2])
+    return "".join("AB"[i] for i in ids)
+
+
 def test_smoke_run_on_a_two_character_text_then_generate(tmp_path, capsys):
+    """The validation loss lands between the text's entropy rate (0.325) and a context-blind model's ln 2 = 0.693:
+    a model that sees the character it predicts (a leak of the future) scores below the lower bound, one whose
+    attention or training does not work stays near 0.69, above the upper one."""
     from dl1.cli import main
     from dl1.experiments import execute
 
     toy = tmp_path / "toy_example.txt"
-    g = torch.Generator().manual_seed(0)
-    toy.write_text("".join("AB"[int(i)] for i in torch.randint(0, 2, (400,), generator=g)))
-    summary = execute("gpt", ["--txt_file", str(toy), *TINY, "--max_iters", "10"], out_dir=tmp_path / "runs",
+    toy.write_text(two_symbol_text(3000))
+    summary = execute("gpt", ["--txt_file", str(toy), *TINY, "--max_iters", "300", "--eval_interval", "150",
+                              "--train_batch_size", "16", "--learning_rate", "1e-2"], out_dir=tmp_path / "runs",
                       quiet=True)
-    assert summary["data"]["vocab_size"] == 2 and summary["iters"] == 10
-    assert 0 < summary["final"]["val_loss"] < 2 and summary["speed"]["train_tokens_per_s"] > 0
+    assert summary["data"]["vocab_size"] == 2 and summary["iters"] == 300
+    assert 0.25 < summary["final"]["val_loss"] < 0.5 and summary["speed"]["train_tokens_per_s"] > 0
     run_dir = Path(summary["run_dir"])
     assert (run_dir / "checkpoints" / "best.pt").is_file() and (run_dir / "figures" / "gpt_loss.png").is_file()
     samples = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
@@ -383,3 +396,28 @@ def test_iterations_from_epochs_or_max_iters():
     assert total_iters(make_config("gpt", ["--max_iters", "7", "--num_epochs", "3"]), 10_000) == 7
     # the course's epoch: (N_train - block_size) windows in batches of train_batch_size
     assert total_iters(make_config("gpt", ["--num_epochs", "2"]), 10_128) == 2 * 10_000 // 128 + 1
+
+
+def test_course_preset_is_the_course_training(tmp_path):
+    """``--preset course``: the course's train.py (whole text, constant 5e-4 without warm-up, gpt-mini, block 128,
+    batch 128, AdamW (0.9, 0.95) with decay 0.1, clipping 1, dropout 0.1, tanh GELU, 100 epochs, seed 0)."""
+    from dl1.experiments import execute, make_config
+    from dl1.experiments.gpt import model_config, total_iters
+
+    cfg = make_config("gpt", ["--preset", "course", "--txt_file", "book.txt"])
+    assert (cfg.val_fraction, cfg.lr_schedule, cfg.warmup_iters, cfg.learning_rate) == (0.0, "constant", 0, 5e-4)
+    assert model_config(cfg, 80).resolved().model_type == "gpt-mini" and cfg.n_layer is None
+    assert (cfg.block_size, cfg.train_batch_size, cfg.betas, cfg.weight_decay) == (128, 128, (0.9, 0.95), 0.1)
+    assert (cfg.clip_grad_norm, cfg.dropout, cfg.activation, cfg.seed) == (1.0, 0.1, "gelu_tanh", 0)
+    assert cfg.max_iters is None and cfg.num_epochs == 100 and cfg.txt_file == "book.txt"
+    assert total_iters(cfg, 10_128) == 100 * 10_000 // 128 + 1  # 100 epochs of (N - block) / batch iterations
+    assert make_config("gpt", ["--preset", "course", "--block_size", "32"]).block_size == 32  # explicit flags win
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 6)
+    summary = execute("gpt", ["--preset", "course", "--txt_file", str(text), "--model_type", "gpt-nano",
+                              "--block_size", "8", "--train_batch_size", "4", "--max_iters", "4", "--log_interval", "1",
+                              "--sample_tokens", "0", "--final_sample_tokens", "0"], out_dir=tmp_path, quiet=True)
+    assert summary["data"]["val_chars"] == 0 and summary["final"]["val_loss"] is None
+    rows = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if r["split"] == "train_iter"]
+    assert len(lrs) == 4 and lrs == pytest.approx([5e-4] * 4, rel=1e-12)  # constant from the first step

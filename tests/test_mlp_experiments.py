@@ -109,6 +109,20 @@ def test_numpy_fit_keeps_a_copy_of_the_best_epoch_not_the_live_model(tmp_path):
             np.testing.assert_array_equal(saved[key], value, err_msg=f"best.npz, {key}")
 
 
+def test_numpy_train_epoch_casts_batches_to_the_model_dtype():
+    """Training code asks for float32; a default (float64, the course's) model still trains on float32 images."""
+    from dl1.experiments.mlp_numpy import train_epoch
+    from dl1.numpy_nn import MLP, SGD
+
+    data = _flipped_validation()
+    for dtype in (np.float32, np.float64):
+        model = MLP(2, [4], 2, dtype=dtype, rng=np.random.default_rng(0))
+        stats = train_epoch(model, SGD(model.parameters(), 0.1), data.x_train, data.y_train, 32,
+                            np.random.default_rng(0))
+        assert np.isfinite(stats["loss"]) and 0 <= stats["acc"] <= 1
+        assert all(p.dtype == dtype for p, _ in model.parameters())
+
+
 @pytest.mark.parametrize("name", ["mlp-numpy", "mlp-pytorch"])
 def test_cifar10_files_through_the_real_loader(name, tmp_path):
     from dl1.data.fake import write_cifar

@@ -52,7 +52,7 @@ def test_config_of_a_run_replays_it_with_the_same_metrics(smoke_run, tmp_path):
     assert main(["run", "mlp-pytorch", "--config", str(smoke_run / "config.json"), "--run_dir", str(again)]) == 0
     assert json.loads((again / "config.json").read_text()) == json.loads((smoke_run / "config.json").read_text())
     assert _records(again) == _records(smoke_run) and len(_records(again)) >= 5
-    assert (again / "argv.txt").read_text().split()[3:5] == ["--config", str(smoke_run / "config.json")]
+    assert shlex.split((again / "argv.txt").read_text())[3:5] == ["--config", str(smoke_run / "config.json")]
 
 
 def test_flags_given_with_config_win_and_print_config_makes_no_folder(smoke_run, tmp_path, capsys, monkeypatch):
@@ -150,7 +150,7 @@ def test_version(capsys):
     assert proc.stdout.strip() == f"dl1 {__version__}"
 
 
-# -- progress bars --------------------------------------------------------------------------------------------------------
+# -- progress bars ----------------------------------------------------------------------------------------------------
 class _Kernel:
     config = {"IPKernelApp": {"connection_file": "kernel.json"}}
 

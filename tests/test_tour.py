@@ -34,7 +34,7 @@ def tour_dir(tmp_path_factory):
 
 def test_report_lists_runs_and_skips(tour_dir):
     md = (tour_dir / "report.md").read_text()
-    assert "| Graph neural networks" in md and "| ok |" in md
+    assert "| [Graph neural networks" in md and "| ok |" in md
     assert "skipped" in md and "cifar10 not found" in md and "dl1 tour --clip_weights" in md
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(figures) >= 3 and all((tour_dir / f).exists() for f in figures)
@@ -58,3 +58,67 @@ def test_unknown_part_is_a_usage_error():
 
     with pytest.raises(UsageError, match="unknown part"):
         tour_main(["--parts", "gpt2"])
+
+
+def test_report_reads_like_a_report(tour_dir):
+    """Contents with working links, a caption per figure saying what to look for, each figure once, and the command
+    column in the HTML as in the Markdown."""
+    from html.parser import HTMLParser
+
+    page = (tour_dir / "report.html").read_text()
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.ids, self.links, self.images, self.captions, self.headers, self.codes = set(), [], [], [], [], []
+            self._in = None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if "id" in attrs:
+                self.ids.add(attrs["id"])
+            if tag == "a" and attrs.get("href", "").startswith("#"):
+                self.links.append(attrs["href"][1:])
+            if tag == "img":
+                self.images.append(attrs["src"])
+            self._in = tag
+
+        def handle_endtag(self, tag):
+            self._in = None
+
+        def handle_data(self, data):
+            if self._in == "figcaption":
+                self.captions.append(data)
+            elif self._in == "th":
+                self.headers.append(data)
+            elif self._in == "code":
+                self.codes.append(data)
+
+    c = Collect()
+    c.feed(page)
+    assert {"summary", "part-gnn", "part-clip-zeroshot"} <= set(c.links) and set(c.links) <= c.ids
+    assert len(c.images) == len(set(c.images)) == len(c.captions) == 5  # gnn's five figures, once each
+    assert all(len(cap) > 40 and "gnn_" not in cap and "no caption" not in cap for cap in c.captions)
+    assert c.headers[-1] == "command" and "dl1 run gnn" in c.codes
+    md = (tour_dir / "report.md").read_text()
+    assert md.index("Contents:") < md.index("## Summary") < md.index("## Graph neural networks")
+    assert md.count("![") == 5 and "| `dl1 run gnn` |" in md
+    assert "(#part-gnn)" in md and '<a id="part-gnn"></a>' in md
+
+
+def test_figures_are_ordered_once_each_and_captioned():
+    from dl1.report.tour import select_figures
+
+    names = ["confusion_matrix.png", "f_beta.png", "curves.png"]
+    assert [n for n, _ in select_figures("mlp-pytorch", names)] == ["curves.png", "confusion_matrix.png",
+                                                                   "f_beta.png"]
+    aae = ["aae_curves.png", "aae_latent.png", "aae_reconstructions.png", "aae_samples.png",
+           *(f"{kind}_epoch_{e}.png" for kind in ("reconstruction", "samples") for e in range(3))]
+    assert [n for n, _ in select_figures("aae", aae)] == ["aae_curves.png", "aae_reconstructions.png",
+                                                          "aae_samples.png", "aae_latent.png"]
+    vae = ["vae_learning_curve.png", "vae_manifold.png", *(f"vae_samples_epoch_{e:03d}.png" for e in range(4))]
+    chosen = select_figures("vae", vae)
+    assert [n for n, _ in chosen] == ["vae_learning_curve.png", "vae_samples_epoch_000.png",
+                                      "vae_samples_epoch_003.png", "vae_manifold.png"]
+    assert len({c for _, c in chosen}) == 4
+    assert "no caption" in select_figures("gnn", ["new_figure.png"])[0][1]  # never hidden, never unlabelled

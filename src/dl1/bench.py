@@ -1,9 +1,11 @@
 """``dl1 bench [NAME...] [--quick] [--out_dir DIR]``: run the benchmarks in ``benchmarks/`` and print one table.
 
 Every benchmark script exposes ``main(argv) -> int``, takes ``--out FILE`` (and ``--quick``) and writes JSON whose
-rows carry a ``ratio`` (ours against a floor or a baseline measured in the same run) and the thread count.  This
-command runs the ones asked for (all by default), collects every row with a ratio and prints them as one table; the
-combined results go to ``OUT_DIR/bench.json``.
+rows carry a ``ratio`` (ours against a floor or a baseline), the thread count and the ratio's ``goal``.  A row's
+reference is measured in the same run, unless the row names the source of a stored number in ``recorded``: the table
+then prints the reference as ``recorded (<source>)``.  A reference that could not be measured is ``None`` and prints
+as "not measured".  This command runs the ones asked for (all by default), collects every row with a ratio and prints
+them as one table; the combined results go to ``OUT_DIR/bench.json``.
 """
 
 from __future__ import annotations
@@ -66,9 +68,20 @@ REFERENCE_KEYS = ("reference", "baseline", "floor", "plain_s", "bare_img_s")
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "not measured"
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
+
+
+def reference_text(row: dict[str, Any]) -> str:
+    """The reference cell: the number measured in the same run, or a stored number marked ``recorded (source)``."""
+    ref = next((row[k] for k in REFERENCE_KEYS if k in row), None)
+    text = _fmt(ref)
+    if row.get("recorded") and ref is not None:
+        text += f" recorded ({row['recorded']})"
+    return text
 
 
 def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
@@ -78,9 +91,9 @@ def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
         for r in rows:
             case = " ".join(str(r[k]) for k in CASE_KEYS if r.get(k) not in (None, ""))
             ours = next((r[k] for k in OURS_KEYS if k in r), "")
-            ref = next((r[k] for k in REFERENCE_KEYS if k in r), "")
-            lines.append([name, _fmt(case), _fmt(r.get("threads", "")), _fmt(ours), _fmt(ref), _fmt(r["ratio"]),
-                          _fmt(r.get("goal", ""))])
+            ratio = "—" if r["ratio"] is None else _fmt(r["ratio"])
+            lines.append([name, _fmt(case), _fmt(r.get("threads", "")), _fmt(ours), reference_text(r), ratio,
+                          "" if r.get("goal") is None else _fmt(r["goal"])])
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for row in lines:

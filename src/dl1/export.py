@@ -36,6 +36,15 @@ from dl1.runtime import check_output_folder, checkpoint_file, write_json
 if TYPE_CHECKING:
     from torch import nn
 
+HELP = """A run's trained model in standard formats, without pickle.
+
+--format safetensors (default): RUN/export/model.safetensors + config.json (the experiment, the run's configuration,
+  and the dl1 class with the arguments that rebuild it). In Python:
+      from dl1.export import load_model; model = load_model("RUN/export")
+--format hf (GPT runs): RUN/export-hf/, a Hugging Face GPT2LMHeadModel folder (save_pretrained) with the character
+  tokenizer beside it: char_tokenizer.json ({"kind": "char", "chars": [...]}, id = position) and tokenizer.json
+  (AutoTokenizer.from_pretrained reads it).
+Runs that train no model (gnn, cnn-compare, clip-zeroshot, clip-cross-dataset) are refused with one line."""
 FORMAT = "dl1-export"
 WEIGHTS = "model.safetensors"
 NOTHING = {
@@ -312,7 +321,7 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
 
 
 def main(argv: list[str]) -> int:
-    parser = Parser(prog="dl1 export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="dl1 export", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN", help="a run folder (runs/NAME/<timestamp>)")
     parser.add_argument("--format", choices=("safetensors", "hf"), default="safetensors",
                         help="safetensors: model.safetensors + config.json (any run with a model); hf: a GPT run as a "

@@ -1,8 +1,12 @@
 """Seeding, device choice, environment capture and the run folder (``Run``).
 
-A run folder ``runs/<experiment>/<timestamp>/`` holds ``config.json``, ``argv.txt``, ``env.json``, ``metrics.jsonl``
-(one JSON line per logged step and split), ``summary.json``, ``figures/`` and ``checkpoints/``.  ``metrics.jsonl`` is
-the only record of the run's numbers: figures and reports are computed from it.
+A run folder ``runs/<experiment>/<timestamp>/`` holds ``config.json`` (every flag's value: ``dl1 run NAME --config``
+replays it), ``argv.txt`` (the command as typed, one line per start), ``env.json`` (versions, device, threads, the
+git commit of a dl1 checkout), ``metrics.jsonl`` (one JSON line per logged step and split), ``summary.json``,
+``figures/`` and ``checkpoints/``.  ``metrics.jsonl`` is the only record of the run's numbers: figures and reports
+are computed from it.  With ``tensorboard=True`` the same numbers, images (:meth:`Run.log_image`), text metrics (a
+GPT's samples) and, at :meth:`Run.finish`, the configuration with the final metrics (TensorBoard's HParams tab) also
+go to ``tensorboard/``.
 
 While a process writes a run folder it holds ``run.lock`` there (the file holds its pid): a second process is refused,
 a lock left by a process that no longer exists is taken over with a note.  A run folder that already holds a run is

@@ -25,15 +25,20 @@ from dl1.errors import DL1Error, UsageError
 # -- datasets ---------------------------------------------------------------------------------------------------------
 def load_clip_dataset(name: str, split: str, preprocess: Callable, data_dir: str | Path | None = None,
                       test_noise: bool = False, noise_std: float = 0.1):
-    """The torchvision dataset ``name``/``split`` with CLIP preprocessing (+ N(0, noise_std) noise after it)."""
+    """The dataset ``name``/``split`` with CLIP preprocessing (+ N(0, noise_std) noise after it): CIFAR-10/100, or
+    Fashion-MNIST and its domain-shifted copies (``fashion-mnist-inverted``, ...; :mod:`dl1.data.fashion_clip`)."""
     from torchvision import transforms
 
+    from dl1.data.fashion_clip import DATASETS as FASHION_DATASETS
+    from dl1.data.fashion_clip import load_fashion
     from dl1.data.vision import AddGaussianNoise, get_dataset
 
     transform = preprocess
     if test_noise:
         steps = list(getattr(preprocess, "transforms", [preprocess]))
         transform = transforms.Compose([*steps, AddGaussianNoise(0.0, noise_std)])
+    if name in FASHION_DATASETS:
+        return load_fashion(name, split, data_dir, transform)
     return get_dataset(name, split, data_dir=data_dir, transform=transform)
 
 
@@ -214,14 +219,18 @@ def batches(dataset: Any, batch_size: int, device: torch.device, *, shuffle: boo
 # -- the experiments' splits ------------------------------------------------------------------------------------------
 def cifar_folder(data_dir: str | None, synthetic: Path | None, names: Sequence[str], n_train: int, n_test: int,
                  seed: int) -> str | None:
-    """``data_dir``; or, when ``synthetic`` (a folder) is given, tiny random CIFAR files in the real format written
-    there (smoke runs only)."""
+    """``data_dir``; or, when ``synthetic`` (a folder) is given, tiny random CIFAR (or Fashion-MNIST) files in the
+    real format written there (smoke runs only)."""
     if synthetic is None:
         return data_dir
-    from dl1.data.fake import write_cifar
+    from dl1.data.fake import write_cifar, write_idx
+    from dl1.data.fashion_clip import DATASETS as FASHION_DATASETS
 
     for name in names:
-        write_cifar(synthetic, name, n_train=n_train, n_test=n_test, seed=seed)
+        if name in FASHION_DATASETS:
+            write_idx(synthetic, "fashion-mnist", n_train=n_train, n_test=n_test, seed=seed)
+        else:
+            write_cifar(synthetic, name, n_train=n_train, n_test=n_test, seed=seed)
     return str(synthetic)
 
 

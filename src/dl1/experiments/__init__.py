@@ -13,6 +13,9 @@ run folder, even when ``--resume`` names an existing one.
 
 Heavy imports (open_clip, transformers, torchvision models) happen inside functions so that ``dl1 list`` and
 ``--help`` stay fast.  A config field named ``resume`` pointing at a run folder makes the run continue in that folder.
+
+From Python (a notebook too): ``make_config(name, flags)`` gives the checked Config, ``execute(name, flags)`` runs it
+and returns its summary; ``config=RUN_DIR`` starts from a run's ``config.json``.
 """
 
 from __future__ import annotations

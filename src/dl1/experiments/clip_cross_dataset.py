@@ -15,7 +15,7 @@ from typing import Any
 
 from dl1.config import arg, config_to_dict
 from dl1.errors import UsageError
-from dl1.hub.clip import DATA_FIELDS, PROMPT_FIELDS, WEIGHTS_HELP
+from dl1.hub.clip import DATA_FIELDS, DEFAULT_ARCH, PROMPT_FIELDS, WEIGHTS_HELP, clip_choice
 from dl1.runtime import Run, choose_device, seed_everything
 
 
@@ -41,6 +41,9 @@ class Config:
     seed: int = arg(0, "Random seed (the noise).", min=0, max=2**32 - 1)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
     amp: bool = arg(True, "float16 autocast on CUDA.")
+
+    def __post_init__(self) -> None:  # a mini-clip run folder -> its weights file
+        object.__setattr__(self, "clip_weights", clip_choice(DEFAULT_ARCH, self.clip_weights)[1])
 
     def check(self) -> None:
         if not self.resume and not self.synthetic_data:

@@ -16,15 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from dl1.config import arg, config_to_dict
+from dl1.data.fashion_clip import DATASETS as FASHION_DATASETS
 from dl1.errors import UsageError
 from dl1.hub.clip import (
     DATA_FIELDS,
     MAX_IMAGE_SIZE,
     MAX_PROMPT_TOKENS,
+    MINI_ARCH,
     PROMPT_FIELDS,
     TINY_ARCH,
     TINY_PATCH,
     WEIGHTS_HELP,
+    clip_choice,
+    input_size,
 )
 from dl1.runtime import Run, checkpoint_file, choose_device, seed_everything
 
@@ -36,21 +40,23 @@ class Config:
     method: str = arg("padding", "Visual prompt shape (visual_prompt only).", choices=PROMPT_FIELDS["method"])
     prompt_size: int = arg(30, "Pad width (padding, at most half the image) or patch side (fixed_patch, random_patch) "
                                "in pixels.", min=1, max=MAX_IMAGE_SIZE)
-    image_size: int = arg(224, "Input size of CLIP's image tower (224 for ViT-B/32; 64 for the tiny test model).",
-                          min=TINY_PATCH, max=MAX_IMAGE_SIZE)
+    image_size: int | None = arg(None, "Input size of CLIP's image tower (default: the architecture's: 224 for "
+                                       "ViT-B/32, 28 for the mini-CLIP; the tiny test model takes any, default 224).",
+                                 min=TINY_PATCH, max=MAX_IMAGE_SIZE)
     prompt_init_method: str = arg("random", "Initial prompt values: random = N(0, 1), zeros = the identity prompt.",
                                   choices=PROMPT_FIELDS["prompt_init_method"])
     prompt_num: int = arg(4, "Number of deep prompt tokens (deep_prompt only).", min=1, max=MAX_PROMPT_TOKENS)
     injection_layer: int = arg(0, "Residual block before which the deep prompts are appended (0-based; deep_prompt "
                                   "only; must be below the number of blocks, 12 for ViT-B/32).", min=0, max=127)
-    arch: str = arg("ViT-B/32", f"CLIP architecture (course or open_clip name); '{TINY_ARCH}' is a tiny RANDOM "
-                                "model for smoke runs.")
+    arch: str = arg("ViT-B/32", f"CLIP architecture (course or open_clip name); '{MINI_ARCH}' = dl1's mini-CLIP "
+                                f"(dl1 run mini-clip; --clip_weights RUN, default the newest run); '{TINY_ARCH}' is a "
+                                "tiny RANDOM model for smoke runs.")
     pretrained: str = arg("openai", "open_clip weights tag (ignored with --clip_weights).")
     clip_weights: str | None = arg(None, WEIGHTS_HELP)
     dataset: str | None = arg(None, "Dataset the prompt is learnt on (default: cifar100; cifar10 with "
                                     "--synthetic_data, the smoke size). With --evaluate: the checkpoint's.",
-                              choices=("cifar10", "cifar100"))
-    data_dir: str | None = arg(None, "Folder holding cifar-10-batches-py/ or cifar-100-python/ "
+                              choices=("cifar10", "cifar100", *FASHION_DATASETS))
+    data_dir: str | None = arg(None, "Folder holding cifar-10-batches-py/, cifar-100-python/ or FashionMNIST/raw/ "
                                      "(default: $DL1_DATA, else ./data).")
     synthetic_data: bool | None = arg(None, "Smoke runs only: write tiny random CIFAR files (real format) into the "
                                             "run folder and use them instead of --data_dir (default: no; with "
@@ -88,6 +94,11 @@ class Config:
     threads: int = arg(0, "torch CPU threads (0 = torch's default).", min=0, max=1024)
 
     def __post_init__(self) -> None:  # training: the data defaults; --evaluate takes them from the checkpoint
+        arch, weights = clip_choice(self.arch, self.clip_weights)  # a mini-clip run folder -> its weights file
+        object.__setattr__(self, "arch", arch)
+        object.__setattr__(self, "clip_weights", weights)
+        if self.image_size is None:
+            object.__setattr__(self, "image_size", input_size(arch, weights))
         if not self.evaluate:
             defaults = {**DATA_FIELDS, "dataset": "cifar10" if self.synthetic_data else DATA_FIELDS["dataset"]}
             for key, value in defaults.items():
@@ -119,8 +130,13 @@ def preflight(cfg: Config) -> None:
     With ``--evaluate`` the prompt comes from the checkpoint, which is checked when it is read."""
     from dl1.hub.clip import check_prompt
 
+    if cfg.dataset in FASHION_DATASETS and not cfg.synthetic_data:  # the plain name is checked by every experiment
+        from dl1.data import vision
+
+        vision.prepare("fashion-mnist", cfg.data_dir)
     if not cfg.evaluate:
-        check_prompt(cfg.arch, cfg.image_size, cfg.prompt_type, cfg.method, cfg.prompt_size, cfg.injection_layer)
+        check_prompt(cfg.arch, cfg.image_size, cfg.prompt_type, cfg.method, cfg.prompt_size, cfg.injection_layer,
+                     cfg.clip_weights)
 
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:

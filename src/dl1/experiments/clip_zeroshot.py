@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from dl1.config import arg
+from dl1.data.fashion_clip import DATASETS as FASHION_DATASETS
 from dl1.errors import UsageError
-from dl1.hub.clip import TINY_ARCH, WEIGHTS_HELP
+from dl1.hub.clip import MINI_ARCH, TINY_ARCH, WEIGHTS_HELP, clip_choice
 from dl1.runtime import Run, choose_device, seed_everything
 
 ENSEMBLES = ("imagenet80", "imagenet7", "cifar18", "course")
@@ -30,8 +31,11 @@ N_SHOWN = 8  # images in the prediction figure (the course's choice)
 @dataclass(frozen=True)
 class Config:
     arch: str = arg("ViT-B/32", "CLIP architecture: course names (ViT-B/32, ViT-B/16, RN50, ...) or open_clip names "
-                                "(ViT-B-32, ...); 'tiny-test' = a tiny CLIP with RANDOM weights, for smoke tests only.")
-    dataset: str = arg("cifar10", "Dataset to classify.", choices=("cifar10", "cifar100"))
+                                f"(ViT-B-32, ...); '{MINI_ARCH}' = dl1's mini-CLIP (dl1 run mini-clip; --clip_weights "
+                                "RUN, default the newest run); 'tiny-test' = a tiny CLIP with RANDOM weights, for "
+                                "smoke tests only.")
+    dataset: str = arg("cifar10", "Dataset to classify (Fashion-MNIST and its shifted copies: for the mini-CLIP).",
+                       choices=("cifar10", "cifar100", *FASHION_DATASETS))
     split: str = arg("train", "Dataset split to evaluate (the course's default is train).", choices=("train", "test"))
     prompt_template: str = arg("This is a photo of a {}", "Text prompt; '{}' is replaced by each class name "
                                                           "('_' becomes a space).")
@@ -59,6 +63,11 @@ class Config:
     synthetic_data: bool = arg(False, "Smoke tests only: write tiny random CIFAR files (real format) into the run "
                                       "folder and use them instead of --data_dir.")
 
+    def __post_init__(self) -> None:
+        arch, weights = clip_choice(self.arch, self.clip_weights)  # a mini-clip run folder -> its weights file
+        object.__setattr__(self, "arch", arch)
+        object.__setattr__(self, "clip_weights", weights)
+
     def check(self) -> None:
         if self.prompt_template.count("{}") != 1:
             raise UsageError(f"--prompt_template must contain '{{}}' exactly once, got {self.prompt_template!r}")
@@ -70,6 +79,14 @@ class Config:
 
 SMOKE = {"arch": TINY_ARCH, "synthetic_data": True, "batch_size": 8, "num_workers": 0, "max_batches": 0,
          "visualize_predictions": True}
+
+
+def preflight(cfg: Config) -> None:
+    """A shifted Fashion-MNIST needs the Fashion-MNIST files (the plain name is checked by every experiment)."""
+    if cfg.dataset in FASHION_DATASETS and not cfg.synthetic_data:
+        from dl1.data import vision
+
+        vision.prepare("fashion-mnist", cfg.data_dir)
 
 
 # -- steps -------------------------------------------------------------------------------------------------------------

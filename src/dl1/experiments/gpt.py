@@ -4,6 +4,13 @@
 the first 90 % of the text, evaluates the loss on every character of the last 10 % every ``--eval_interval`` iterations,
 logs a generated sample each time, keeps ``best.pt`` (model + tokenizer + model config: ``dl1 generate`` needs nothing
 else) and resumes with ``--resume RUN_DIR``.  ``--preset nanogpt-cpu`` is nanoGPT's CPU recipe on tiny Shakespeare.
+
+Where the defaults differ from the course's train.py: the last 10 % of the text is held out for validation (the course
+trains on the whole text and validates nothing); the learning rate warms up over 100 iterations, then decays along a
+cosine to a tenth of its peak (the course keeps 5e-4 constant); training stops after 5,000 iterations (the course: 100
+epochs); a sample is logged every 500 iterations (the course: 1,000).  ``--preset course`` is the course's training:
+the whole text, a constant 5e-4 without warm-up, gpt-mini, block 128, batch 128, AdamW betas 0.9 and 0.95, weight
+decay 0.1, gradient clipping at 1, dropout 0.1, tanh GELU, 100 epochs, seed 0, 5 samples every 1,000 iterations.
 """
 
 from __future__ import annotations
@@ -24,7 +31,15 @@ from dl1.runtime import Run
 # overrides of its README ("I only have a macbook")
 _NANOGPT = dict(txt_file="shakespeare", model_type=None, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
                 weight_decay=0.1, betas=(0.9, 0.99), clip_grad_norm=1.0, activation="gelu")
+# the course's train.py: TextDataset over the whole text, AdamW(5e-4, betas (0.9, 0.95), weight decay 0.1) without a
+# scheduler, gradient clipping 1.0, 100 epochs of batch 128, gpt-mini at block 128 with dropouts 0.1, seed 0, and a
+# generated sample every 1000 steps
+_COURSE = dict(val_fraction=0.0, model_type="gpt-mini", n_layer=None, n_head=None, n_embd=None, block_size=128,
+               train_batch_size=128, learning_rate=5e-4, lr_schedule="constant", warmup_iters=0, weight_decay=0.1,
+               betas=(0.9, 0.95), clip_grad_norm=1.0, dropout=0.1, activation="gelu_tanh", max_iters=None,
+               num_epochs=100.0, seed=0, eval_interval=1000, generate_batch_size=5)
 PRESETS: dict[str, dict[str, Any]] = {
+    "course": _COURSE,
     "nanogpt-cpu": dict(_NANOGPT, n_layer=4, n_head=4, n_embd=128, block_size=64, train_batch_size=12, max_iters=2000,
                         dropout=0.0, eval_interval=500),
     "nanogpt-gpu": dict(_NANOGPT, n_layer=6, n_head=6, n_embd=384, block_size=256, train_batch_size=64,
@@ -41,8 +56,10 @@ class Config:
                                        "'shakespeare' (looked up in --data_dir and the cache, downloaded if online).")
     data_dir: str | None = arg(None, "Folder searched for named corpora (default $DL1_DATA or ./data).")
     encoding: str = arg("auto", "Text encoding; 'auto' = UTF-8 (BOM dropped), else Latin-1 with a note.")
-    val_fraction: float = arg(0.1, "Fraction of the text (its end) held out for validation.", min=0.0, max=0.5)
-    preset: str = arg("none", "A whole recipe: its values become the defaults (explicit flags win).",
+    val_fraction: float = arg(0.1, "Fraction of the text (its end) held out for validation (the course: 0, it trains "
+                                   "on the whole text).", min=0.0, max=0.5)
+    preset: str = arg("none", "A whole recipe: its values become the defaults (explicit flags win). course = the "
+                              "course's training; nanogpt-cpu / nanogpt-gpu = nanoGPT's recipes on tiny Shakespeare.",
                       choices=("none", *PRESETS))
     model_type: str | None = arg("gpt-mini", "Named model size (gpt-mini = 6 layers, 6 heads, width 192); "
                                              "ignored when --n_layer --n_head --n_embd are given.",
@@ -57,10 +74,12 @@ class Config:
     block_size: int = arg(128, "Context length in characters.", min=1, max=1_048_576)
     train_batch_size: int = arg(128, "Random windows per training step.", min=1, max=MAX_BATCH)
     learning_rate: float = arg(5e-4, "Peak AdamW learning rate.", min=0.0, max=10.0, min_inclusive=False)
-    min_lr: float | None = arg(None, "Learning rate at the end of the cosine decay (default learning_rate / 10).",
+    min_lr: float | None = arg(None, "Learning rate at the end of the cosine decay (default learning_rate / 10; the "
+                                     "course has no decay).",
                                min=0.0, max=10.0)
     warmup_iters: int = arg(100, "Linear warm-up iterations.", min=0, max=MAX_ITERS)
-    lr_schedule: str = arg("cosine", "cosine (warm-up then decay to min_lr) or constant (warm-up then flat).",
+    lr_schedule: str = arg("cosine", "cosine (warm-up then decay to min_lr) or constant (warm-up then flat; the "
+                                     "course's, without warm-up).",
                            choices=("cosine", "constant"))
     weight_decay: float = arg(0.1, "AdamW weight decay on Linear weights (not biases, LayerNorms, embeddings).",
                               min=0.0, max=10.0)

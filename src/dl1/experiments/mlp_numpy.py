@@ -66,7 +66,10 @@ def train_epoch(model: MLP, optimizer: SGD, x: np.ndarray, y: np.ndarray, batch_
     total_loss = total_correct = 0.0
     for i in tqdm(range(n_batches), desc=desc, disable=not progress, leave=False):
         idx = order[i * batch_size:(i + 1) * batch_size]
-        np.take(x, idx, axis=0, out=xb)                                                          # (B, M)
+        if x.dtype == xb.dtype:
+            np.take(x, idx, axis=0, out=xb)                                                      # (B, M)
+        else:  # data and model differ in dtype (e.g. float32 images, a float64 model): cast batch by batch
+            xb[...] = x[idx]
         yb = y[idx]                                                                              # (B,)
         probs = model.forward(xb)                                                                # (B, C)
         total_loss += float(loss_fn.forward(probs, yb))

@@ -17,6 +17,11 @@ What a weights file may be, in the order dl1 prefers them (:func:`read_weights` 
    Loading one *executes the TorchScript code it holds* (only its parameters are kept afterwards), so it is loaded
    only when the file is one, and only from a source you trust; prefer the safetensors file of the same weights.
 
+dl1's **mini-CLIP** (``--arch mini``, trained by ``dl1 run mini-clip`` on Fashion-MNIST) is a safetensors file with
+its model config (JSON) beside it, in the run folder: ``--clip_weights RUN`` (the folder) or
+``RUN/mini_clip.safetensors`` selects it; the config is checked (known keys, integers in range) before a model is built
+from it, and a TorchScript archive is never read as one.
+
 torch and open_clip are imported inside the functions: names, ``--help`` and the prompt checks before a run need
 neither (``import open_clip`` alone costs seconds).
 """
@@ -47,6 +52,11 @@ if TYPE_CHECKING:
     from dl1.models.clip import ClipBundle
 
 TINY_ARCH = "tiny-test"  # dl1.models.clip.tiny_clip: a tiny RANDOM CLIP for smoke runs and tests, never a fallback
+MINI_ARCH = "mini"  # dl1's mini-CLIP, trained by `dl1 run mini-clip`; its model config is JSON beside the weights
+MINI_WEIGHTS, MINI_CONFIG = "mini_clip.safetensors", "mini_clip.json"  # the two files of a mini-clip run folder
+MINI_FORMAT = "dl1-mini-clip"  # the "format" of a mini-CLIP's model config file
+MINI_RUNS = Path("runs") / "mini-clip"  # where --arch mini without --clip_weights looks (dl1 run mini-clip's default)
+DEFAULT_ARCH = "ViT-B/32"  # the course's CLIP (the --arch default of the CLIP experiments)
 TINY_BLOCKS, TINY_PATCH = 2, 16  # tiny_clip's image tower: 2 residual blocks, 16 px patches
 MAX_IMAGE_SIZE = 1024  # the largest CLIP input size a flag may ask for (open_clip's models go up to 512 px)
 MAX_PROMPT_TOKENS = 256  # the most deep prompt tokens a flag may ask for (the course uses 4)
@@ -105,12 +115,16 @@ def vision_config(arch: str) -> dict[str, Any]:
     return dict(cfg.get("vision_cfg") or {})
 
 
-def vision_limits(arch: str, image_size: int) -> tuple[int, int | None]:
+def vision_limits(arch: str, image_size: int | None, weights: str | Path | None = None) -> tuple[int, int | None]:
     """``(input size, residual blocks)`` of an architecture's image tower; blocks is None when the tower is not one
     of open_clip's own ViTs (a ResNet, a timm model), which deep prompts cannot use.  The tiny test model takes
-    ``image_size`` as its input size."""
+    ``image_size`` as its input size (224 when None); the mini-CLIP's limits are in the model config beside its
+    ``weights``."""
     if arch == TINY_ARCH:
-        return image_size, TINY_BLOCKS
+        return image_size or 224, TINY_BLOCKS
+    if arch == MINI_ARCH:
+        vision = read_mini_config(weights if weights is not None else newest_mini_clip())["model"]["vision_cfg"]
+        return vision["image_size"], vision["layers"]
     vision = vision_config(arch)
     size = vision.get("image_size", 224)
     size = int(size[0] if isinstance(size, list | tuple) else size)
@@ -120,15 +134,23 @@ def vision_limits(arch: str, image_size: int) -> tuple[int, int | None]:
 
 
 def check_prompt(arch: str, image_size: int, prompt_type: str, method: str, prompt_size: int,
-                 injection_layer: int) -> None:
-    """Does this prompt fit CLIP ``arch``?  Known from the architecture's name and config file alone (no model is
-    built, open_clip is not imported): the input size, the prompt's pixel limits, the deep prompt's block index.
-    A prompt that does not fit is a one-line :class:`UsageError`."""
-    size, blocks = vision_limits(arch, image_size)
+                 injection_layer: int, weights: str | Path | None = None) -> None:
+    """Does this prompt fit CLIP ``arch``?  Known from the architecture's name and config file alone (the mini-CLIP:
+    the model config beside its ``weights``; no model is built, open_clip is not imported): the input size, the
+    prompt's pixel limits, the deep prompt's block index.  A prompt that does not fit is a one-line
+    :class:`UsageError`."""
+    size, blocks = vision_limits(arch, image_size, weights)
     if arch == TINY_ARCH and not TINY_PATCH <= image_size <= MAX_IMAGE_SIZE:
         raise UsageError(f"--image_size {image_size}: the {TINY_ARCH} model takes {TINY_PATCH} to {MAX_IMAGE_SIZE} px")
     if image_size != size:
         raise UsageError(f"--image_size {image_size} does not match CLIP {arch}'s input size {size}")
+    check_prompt_limits(arch, size, blocks, prompt_type, method, prompt_size, injection_layer)
+
+
+def check_prompt_limits(arch: str, size: int, blocks: int | None, prompt_type: str, method: str, prompt_size: int,
+                        injection_layer: int) -> None:
+    """Does this prompt fit an image tower of ``size`` px input and ``blocks`` residual blocks (None: not a ViT)?
+    A prompt that does not fit is a one-line :class:`UsageError` naming CLIP ``arch``."""
     if prompt_type == "deep_prompt":
         if blocks is None:
             raise UsageError(f"deep prompts need a ViT image tower; CLIP {arch} has none (use --prompt_type "
@@ -171,7 +193,7 @@ def _check_saved(path: Path, saved: dict[str, Any]) -> None:
         raise DL1Error(f"{path}: its stored config has prompt_num={saved['prompt_num']} (at most {MAX_PROMPT_TOKENS})")
     try:
         check_prompt(saved["arch"], saved["image_size"], saved["prompt_type"], saved["method"], saved["prompt_size"],
-                     saved["injection_layer"])
+                     saved["injection_layer"], saved.get("clip_weights"))
     except DL1Error as exc:
         raise DL1Error(f"{path}: its stored prompt does not fit: {exc}") from None
 
@@ -460,10 +482,227 @@ def random_clip(arch: str = "ViT-B/32", device: str | torch.device = "cpu") -> C
 
 def get_clip(arch: str, *, pretrained: str = "openai", weights: str | None = None, image_size: int | None = None,
              device: str | torch.device = "cpu") -> ClipBundle:
-    """The CLIP named by ``--arch``: pretrained weights (:func:`load_clip`), or the tiny RANDOM test model when
-    asked for by its name ``tiny-test`` (``image_size`` px input; labelled so in every summary)."""
+    """The CLIP named by ``--arch``: pretrained weights (:func:`load_clip`), dl1's mini-CLIP (``mini``: the weights
+    of a mini-clip run, :func:`load_mini_clip`), or the tiny RANDOM test model when asked for by its name
+    ``tiny-test`` (``image_size`` px input; labelled so in every summary)."""
     from dl1.models.clip import tiny_clip
 
+    if arch == MINI_ARCH:
+        return load_mini_clip(weights if weights is not None else newest_mini_clip(), device)
     if arch == TINY_ARCH:
         return tiny_clip(device=device) if image_size is None else tiny_clip(image_size=image_size, device=device)
     return load_clip(arch, pretrained=pretrained, weights=weights, device=device)
+
+
+# -- dl1's mini-CLIP (dl1 run mini-clip) ------------------------------------------------------------------------------
+# A mini-CLIP is two files: the weights (safetensors) and, beside them, its model config (JSON).  Neither is trusted:
+# the config may only hold these keys, each an integer in its range, before any model is built from it.
+MINI_VISION_LIMITS = {"image_size": (8, 512), "patch_size": (1, 512), "width": (8, 2048), "layers": (1, 48),
+                      "head_width": (1, 2048)}
+MINI_TEXT_LIMITS = {"context_length": (2, 77), "vocab_size": (49408, 49408), "width": (8, 2048), "heads": (1, 64),
+                    "layers": (1, 48)}
+MINI_CONFIG_BYTES = 1 << 20  # a model config is a few hundred bytes; a bigger file is not one
+
+
+def mini_config_file(weights: str | Path) -> Path:
+    """The model config beside a mini-CLIP weights file: ``NAME.json`` for ``NAME.safetensors``, else the folder's
+    ``mini_clip.json``."""
+    path = Path(weights)
+    twin = path.with_suffix(".json")
+    return twin if twin.is_file() else path.parent / MINI_CONFIG
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        if path.stat().st_size > MINI_CONFIG_BYTES:
+            raise DL1Error(f"{path} is not a mini-CLIP config (over {MINI_CONFIG_BYTES} bytes)")
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DL1Error(f"cannot read the mini-CLIP config {path}: {first_line(exc)}") from None
+
+
+def is_mini_clip(weights: str | Path | None) -> bool:
+    """Whether ``weights`` is a mini-CLIP weights file (a model config of dl1's mini format beside it)."""
+    if weights is None or not Path(weights).is_file():
+        return False
+    config = mini_config_file(weights)
+    if not config.is_file():
+        return False
+    try:
+        data = _read_json(config)
+    except DL1Error:
+        return False
+    return isinstance(data, dict) and data.get("format") == MINI_FORMAT
+
+
+def _ints(section: Any, limits: dict[str, tuple[int, int]], where: str) -> dict[str, int]:
+    if not isinstance(section, dict) or set(section) != set(limits):
+        keys = sorted(section) if isinstance(section, dict) else type(section).__name__
+        raise DL1Error(f"{where} must hold exactly {', '.join(limits)} (found {keys})")
+    for key, (low, high) in limits.items():
+        v = section[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            raise DL1Error(f"{where}.{key} is {v!r}; a mini-CLIP has an integer in [{low}, {high}]")
+    return dict(section)
+
+
+def read_mini_config(weights: str | Path) -> dict[str, Any]:
+    """The checked model config of the mini-CLIP whose weights are ``weights``: ``{"format", "model": open_clip's
+    ``embed_dim``/``vision_cfg``/``text_cfg``/``quick_gelu``, "preprocess": {"mean", "std"}, ...}``.  A missing,
+    foreign or out-of-range config is one line (:class:`DL1Error`); nothing is built from it before it passes."""
+    path = mini_config_file(weights)
+    if not path.is_file():
+        raise DL1Error(f"{weights} is not a mini-CLIP: no model config {path.name} beside it (a mini-clip run folder "
+                       f"holds {MINI_WEIGHTS} and {MINI_CONFIG})")
+    data = _read_json(path)
+    if not isinstance(data, dict) or data.get("format") != MINI_FORMAT:
+        raise DL1Error(f"{path} is not a mini-CLIP config (no \"format\": \"{MINI_FORMAT}\")")
+    model = data.get("model")
+    if not isinstance(model, dict):
+        raise DL1Error(f"{path}: no \"model\" section")
+    vision = _ints(model.get("vision_cfg"), MINI_VISION_LIMITS, f"{path}: model.vision_cfg")
+    text = _ints(model.get("text_cfg"), MINI_TEXT_LIMITS, f"{path}: model.text_cfg")
+    embed = model.get("embed_dim")
+    if not isinstance(embed, int) or isinstance(embed, bool) or not 1 <= embed <= 2048:
+        raise DL1Error(f"{path}: model.embed_dim is {embed!r}; a mini-CLIP has an integer in [1, 2048]")
+    if vision["image_size"] % vision["patch_size"] or vision["width"] % vision["head_width"] \
+            or text["width"] % text["heads"]:
+        raise DL1Error(f"{path}: the patch size must divide the image size and the heads the widths")
+    prep = data.get("preprocess")
+    if not isinstance(prep, dict) or not all(
+            isinstance(prep.get(k), list) and len(prep[k]) == 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in prep[k])
+            for k in ("mean", "std")) or not all(v > 0 for v in prep["std"]):
+        raise DL1Error(f"{path}: preprocess.mean and preprocess.std must be 3 numbers in [0, 1] (std above 0)")
+    quick = model.get("quick_gelu", False)
+    if not isinstance(quick, bool):
+        raise DL1Error(f"{path}: model.quick_gelu must be true or false")
+    out = dict(data)
+    out["model"] = {"embed_dim": embed, "vision_cfg": vision, "text_cfg": text, "quick_gelu": quick}
+    out["preprocess"] = {"mean": [float(v) for v in prep["mean"]], "std": [float(v) for v in prep["std"]]}
+    return out
+
+
+def newest_mini_clip(root: str | Path = MINI_RUNS) -> str:
+    """The weights of the newest mini-clip run under ``root`` (``--arch mini`` without ``--clip_weights``)."""
+    found = [p for p in Path(root).glob(f"*/{MINI_WEIGHTS}") if (p.parent / MINI_CONFIG).is_file()]
+    if not found:
+        raise DL1Error(f"--arch {MINI_ARCH}: no trained mini-CLIP under {root}/; train one with `dl1 run mini-clip` "
+                       f"or pass --clip_weights RUN (a mini-clip run folder)")
+    return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def clip_choice(arch: str, weights: str | None) -> tuple[str, str | None]:
+    """``(--arch, --clip_weights)`` as a CLIP experiment uses them: a mini-clip run folder given as weights becomes
+    its weights file; a mini-CLIP file makes the architecture ``mini`` (when ``--arch`` is the default); ``--arch
+    mini`` without weights takes the newest mini-clip run under ``runs/mini-clip/``.  Contradictions are one line."""
+    if weights is not None and Path(weights).is_dir():
+        inside = Path(weights) / MINI_WEIGHTS
+        if not inside.is_file():
+            raise DL1Error(f"--clip_weights {weights} is a folder without {MINI_WEIGHTS}: give a weights file or a "
+                           f"mini-clip run folder")
+        weights = str(inside)
+    if is_mini_clip(weights):
+        if arch not in (MINI_ARCH, DEFAULT_ARCH):
+            raise UsageError(f"--clip_weights {weights} is a mini-CLIP; it needs --arch {MINI_ARCH}, not --arch {arch}")
+        return MINI_ARCH, weights
+    if arch == MINI_ARCH:
+        if weights is None:
+            return MINI_ARCH, newest_mini_clip()
+        if Path(weights).is_file():
+            read_mini_config(weights)  # says what is missing
+    return arch, weights
+
+
+def input_size(arch: str, weights: str | Path | None = None) -> int:
+    """The input size (px) of ``arch``'s image tower (the tiny test model: 224 unless asked otherwise)."""
+    return vision_limits(arch, None, weights)[0]
+
+
+def load_mini_clip(weights: str | Path, device: str | torch.device = "cpu") -> ClipBundle:
+    """The mini-CLIP of ``weights`` (safetensors, or a state dict read with ``weights_only=True``; never a
+    TorchScript archive) built from the checked config beside it: frozen, eval mode, float32, on ``device``."""
+    from dl1.models.clip import build_mini_clip, freeze
+
+    config = read_mini_config(weights)
+    if is_torchscript(weights):
+        raise DL1Error(f"{weights}: a mini-CLIP is a safetensors file, not a TorchScript archive")
+    state, kind = read_weights(weights)
+    prep = config["preprocess"]
+    bundle = build_mini_clip(config["model"], prep["mean"], prep["std"])
+    fit_state(bundle.model, state, str(weights), MINI_ARCH)
+    bundle.model = freeze(bundle.model, device)
+    bundle.weights = str(weights)
+    vision = config["model"]["vision_cfg"]
+    bundle.info = {"weights_format": kind, "mini_clip": {
+        "image_size": vision["image_size"], "patch_size": vision["patch_size"], "width": vision["width"],
+        "layers": vision["layers"], "trained_on": config.get("trained_on")}}
+    return bundle
+
+
+def save_mini_clip(model: nn.Module, config: dict[str, Any], folder: str | Path) -> Path:
+    """Write ``folder/mini_clip.safetensors`` and, beside it, ``mini_clip.json`` (``config`` plus the format
+    marker), each atomically, the config last: a folder with the config holds complete weights.  Returns the
+    weights file."""
+    from safetensors.torch import save
+
+    from dl1.runtime import write_atomic, write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path = write_atomic(folder / MINI_WEIGHTS, lambda fh: fh.write(save(state)))
+    write_json(folder / MINI_CONFIG, {"format": MINI_FORMAT, "version": 1, **config})
+    read_mini_config(path)  # what was written reads back
+    return path
+
+
+def mini_cache_entry(cache_dir: str | Path, settings: dict[str, Any]) -> Path:
+    """The folder of ``cache_dir`` that holds the mini-CLIP trained with ``settings`` (named by their hash)."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps({"format": MINI_FORMAT, **settings}, sort_keys=True).encode()).hexdigest()
+    return Path(cache_dir) / f"mini-clip-{key[:16]}"
+
+
+def cached_mini_clip(cache_dir: str | Path, settings: dict[str, Any], run_dir: str | Path) -> Path | None:
+    """The cached mini-CLIP trained with exactly ``settings``, copied into ``run_dir`` (weights, then config); None
+    when the cache has none.  A cached config that does not read, or whose settings differ, is not used."""
+    import shutil
+
+    entry = mini_cache_entry(cache_dir, settings)
+    weights = entry / MINI_WEIGHTS
+    if not (weights.is_file() and (entry / MINI_CONFIG).is_file()):
+        return None
+    try:
+        stored = read_mini_config(weights).get("trained_on", {}).get("settings")
+    except DL1Error:
+        return None
+    if stored != json.loads(json.dumps(settings)):
+        return None
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, run_dir / MINI_WEIGHTS)
+    shutil.copyfile(entry / MINI_CONFIG, run_dir / MINI_CONFIG)
+    print(f"[mini-clip] reusing the cached mini-CLIP {entry}", flush=True)
+    return run_dir / MINI_WEIGHTS
+
+
+def store_mini_clip(cache_dir: str | Path, settings: dict[str, Any], run_dir: str | Path) -> Path:
+    """Copy the mini-CLIP of ``run_dir`` into the cache entry of ``settings`` (a complete folder appears at once:
+    written beside it, then renamed); returns the entry."""
+    import shutil
+    import uuid
+
+    entry = mini_cache_entry(cache_dir, settings)
+    tmp = entry.with_name(f".{entry.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.mkdir(parents=True)
+        for name in (MINI_WEIGHTS, MINI_CONFIG):
+            shutil.copyfile(Path(run_dir) / name, tmp / name)
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DL1Error(f"cannot write the mini-CLIP cache {entry}: {first_line(exc)}") from None
+    return entry

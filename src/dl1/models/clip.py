@@ -3,8 +3,10 @@
 :class:`ClipBundle` holds a frozen float32 open_clip model in eval mode, its image preprocessing and its BPE
 tokenizer.  ``build_clip`` makes one of an open_clip architecture with random weights, ready to be loaded
 (``dl1.hub.clip.load_clip`` finds and reads the weights); ``tiny_clip`` builds a small *random* CLIP with the real
-tokenizer, for tests and smoke runs only, never as a fallback.  ``text_features`` and ``ZeroshotCLIP`` turn class names
-into a classifier; logits are ``logit_scale.exp()`` x cosine(image, class text).
+tokenizer, for tests and smoke runs only, never as a fallback; ``build_mini_clip`` builds dl1's mini-CLIP (a small
+ViT and text transformer that ``dl1 run mini-clip`` trains on Fashion-MNIST captions) from its model config.
+``text_features`` and ``ZeroshotCLIP`` turn class names into a classifier; logits are ``logit_scale.exp()`` x
+cosine(image, class text).
 
 ``import open_clip`` costs seconds, so it happens inside the functions that need it.
 """
@@ -99,6 +101,43 @@ def tiny_clip(embed_dim: int = 32, width: int = 64, layers: int = 2, heads: int 
                       info={"note": "random weights, for tests and smoke runs only"})
 
 
+def mini_clip_config(*, image_size: int = 28, patch_size: int = 7, width: int = 64, layers: int = 4,
+                     text_width: int = 64, text_layers: int = 2, embed_dim: int = 64,
+                     context_length: int = 32) -> dict[str, Any]:
+    """The open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) of dl1's mini-CLIP: a small ViT on
+    ``image_size`` px images cut into ``patch_size`` px patches and a small causal text transformer over open_clip's
+    BPE vocabulary, both with attention heads of width 32 (one head when narrower).  The defaults (28 px, 7 px
+    patches: 16 patch tokens + CLS) train in minutes on a CPU."""
+    heads = max(1, width // 32)
+    return {"embed_dim": embed_dim,
+            "vision_cfg": {"image_size": image_size, "patch_size": patch_size, "width": width, "layers": layers,
+                           "head_width": width // heads},
+            "text_cfg": {"context_length": context_length, "vocab_size": MINI_VOCAB, "width": text_width,
+                         "heads": max(1, text_width // 32), "layers": text_layers},
+            "quick_gelu": False}
+
+
+MINI_VOCAB = 49408  # open_clip's BPE tokenizer (SimpleTokenizer): the mini-CLIP's text vocabulary
+
+
+def build_mini_clip(model_cfg: dict[str, Any], mean: Sequence[float] = OPENAI_MEAN,
+                    std: Sequence[float] = OPENAI_STD, seed: int | None = None) -> ClipBundle:
+    """A mini-CLIP with fresh (trainable) weights from ``model_cfg`` (:func:`mini_clip_config`), built by open_clip's
+    own ``CLIP`` class, with open_clip's eval preprocessing for its input size and its BPE tokenizer.  ``seed`` fixes
+    the initial weights without touching the global RNG."""
+    import open_clip
+
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = open_clip.CLIP(embed_dim=model_cfg["embed_dim"], vision_cfg=dict(model_cfg["vision_cfg"]),
+                               text_cfg=dict(model_cfg["text_cfg"]), quick_gelu=bool(model_cfg.get("quick_gelu")))
+    size = int(model_cfg["vision_cfg"]["image_size"])
+    preprocess = open_clip.image_transform(size, is_train=False, mean=tuple(mean), std=tuple(std))
+    tokenizer = open_clip.SimpleTokenizer(context_length=int(model_cfg["text_cfg"]["context_length"]))
+    return ClipBundle(model.float(), preprocess, tokenizer, "mini", None, None)
+
+
 # -- text side ---------------------------------------------------------------------------------------------------------
 def build_prompts(classnames: Sequence[str], templates: Sequence[Template]) -> list[str]:
     """``len(templates) * len(classnames)`` prompts, template-major; ``_`` in class names becomes a space."""
@@ -172,3 +211,36 @@ class ZeroshotCLIP(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model_inference(images)
+
+
+# -- training and scoring a CLIP on class captions (dl1's mini-CLIP) ---------------------------------------------------
+def caption_contrastive_loss(model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
+                             caption_index: torch.Tensor, loss_fn: Callable | None = None) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss (open_clip's ``ClipLoss``) of a batch of images and their captions.
+
+    ``images`` ``(B, 3, S, S)`` preprocessed; ``captions`` ``(K, L)`` the token ids of every distinct caption;
+    ``caption_index`` ``(B,)`` which caption belongs to each image.  Each distinct caption is encoded once per step
+    (``K`` is small: templates x classes) and gathered per image, with gradients through the text tower."""
+    from open_clip.loss import ClipLoss
+
+    text = F.normalize(model.encode_text(captions)[caption_index], dim=-1)  # (B, D)
+    image = F.normalize(model.encode_image(images), dim=-1)                # (B, D)
+    return (loss_fn or ClipLoss())(image, text, model.logit_scale.exp())
+
+
+@torch.no_grad()
+def zeroshot_top1(model: nn.Module, tokenizer: Callable, batches: Any, classnames: Sequence[str],
+                  templates: Sequence[Template] = ("This is a photo of a {}",),
+                  device: str | torch.device = "cpu") -> dict[str, float]:
+    """Zero-shot top-1 (percent) and count over ``(images, labels)`` batches, with the text classifier of
+    ``classnames`` x ``templates``; the model is put in eval mode and back in its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    text = text_features(model, tokenizer, classnames, templates, device)  # (C, D)
+    correct, n = 0, 0
+    for images, labels in batches:
+        logits = clip_logits(encode_images(model, images.to(device)), text, model.logit_scale)
+        correct += int((logits.argmax(dim=-1) == labels.to(device)).sum())
+        n += len(labels)
+    model.train(was_training)
+    return {"top1": 100.0 * correct / max(n, 1), "n": n}

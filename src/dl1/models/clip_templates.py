@@ -4,7 +4,9 @@
   (``OPENAI_IMAGENET_TEMPLATES``) rather than copied;
 * ``imagenet7``: the 7-template subset the CLIP authors found best (``SIMPLE_IMAGENET_TEMPLATES``);
 * ``cifar18``: the 18 templates the CLIP paper uses for CIFAR-10 and CIFAR-100 (openai/CLIP ``data/prompts.md``);
-* ``course``: the course's single template ``"This is a photo of a {}"``.
+* ``course``: the course's single template ``"This is a photo of a {}"``;
+* ``fashion``: the 10 caption templates dl1's mini-CLIP is trained with (``dl1 run mini-clip``; the course's template
+  is one of them).
 
 Every template is a format string with one ``{}`` for the class name.
 """
@@ -27,8 +29,14 @@ CIFAR_TEMPLATES = tuple(
                       ("high contrast ", ""), ("bad ", ""), ("good ", ""), ("", "small "), ("", "big ")]
 )  # 'a photo of a {}.', 'a blurry photo of a {}.', ..., 'a photo of the big {}.'
 
+FASHION_TEMPLATES = (
+    COURSE_TEMPLATE, "a photo of a {}.", "a picture of a {}.", "a grayscale photo of a {}.", "an image of the {}.",
+    "a low resolution photo of a {}.", "a {}.", "a photo of the small {}.", "a product photo of a {}.",
+    "a drawing of a {}.",
+)  # the mini-CLIP's training captions: template x class name
+
 _OPEN_CLIP = {"imagenet80": "OPENAI_IMAGENET_TEMPLATES", "imagenet7": "SIMPLE_IMAGENET_TEMPLATES"}
-NAMES = ("imagenet80", "imagenet7", "cifar18", "course")
+NAMES = ("imagenet80", "imagenet7", "cifar18", "course", "fashion")
 
 
 def _open_clip_metadata():
@@ -51,6 +59,8 @@ def get_templates(name: str) -> tuple[str, ...]:
         return (COURSE_TEMPLATE,)
     if name == "cifar18":
         return CIFAR_TEMPLATES
+    if name == "fashion":
+        return FASHION_TEMPLATES
     if name in _OPEN_CLIP:
         lambdas = getattr(_open_clip_metadata(), _OPEN_CLIP[name])
         return tuple(t("{}") for t in lambdas)  # each lambda is f"...{c}..." -> a format string

@@ -14,7 +14,8 @@ class MLP:
 
     The first Linear is the input layer (Kaiming σ = √(1/fan_in), no gradient for the data); the others use
     σ = √(2/fan_in).  ``dtype`` is float64 by default (the course's); training passes ``dtype=np.float32``.
-    ``forward`` casts its input to the model's dtype without copying when it already matches.  ``clear_cache()`` drops every cached activation (call it before ``copy.deepcopy``).
+    ``forward`` casts its input to the model's dtype without copying when it already matches.  ``clear_cache()``
+    drops every cached activation (call it before ``copy.deepcopy``).
     """
 
     def __init__(self, n_inputs: int, n_hidden: Sequence[int], n_classes: int,

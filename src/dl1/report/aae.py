@@ -77,7 +77,7 @@ def pick_epochs(epochs: list[int], k: int = 4) -> list[int]:
 def progress_figure(snaps: dict[int, dict[str, np.ndarray]], key: str, path: Path, title: str, nrow: int = 8) -> Path:
     """One panel per chosen epoch: reconstructions (paired with originals) or prior samples."""
     chosen = pick_epochs(sorted(snaps))
-    fig, axes = new_figure(1, len(chosen), figsize=(2.6 * len(chosen), 3.0), squeeze=False)
+    fig, axes = new_figure(1, len(chosen), figsize=(max(2.6 * len(chosen), 6.0), 3.3), squeeze=False)
     for ax, epoch in zip(axes[0], chosen):
         s = snaps[epoch]
         images = pair_rows(s["originals"], s["recon"], nrow) if key == "recon" else s["samples"]
@@ -97,20 +97,25 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str = "") ->
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
     fig, axes = new_figure(1, 3, figsize=(12, 3.2))
-    axes[0].plot([r["epoch"] for r in train], [r["recon_loss"] for r in train], label="train")
-    axes[0].plot([r["epoch"] for r in test], [r["recon_loss"] for r in test], label="test")
+    dots = {"marker": "o", "markersize": 3}  # a one-epoch run still shows its points
+    axes[0].plot([r["epoch"] for r in train], [r["recon_loss"] for r in train], label="train", **dots)
+    axes[0].plot([r["epoch"] for r in test], [r["recon_loss"] for r in test], label="test", **dots)
     axes[0].set(title="reconstruction MSE", xlabel="epoch", yscale="log")
     for key in ("gen_loss", "disc_loss"):
-        axes[1].plot([r["epoch"] for r in train], [r[key] for r in train], label=key)
+        axes[1].plot([r["epoch"] for r in train], [r[key] for r in train], label=key, **dots)
     axes[1].axhline(np.log(2), color="grey", ls=":", lw=1, label="ln 2 (chance)")
     axes[1].set(title="adversarial losses (train)", xlabel="epoch")
-    axes[2].plot([r["epoch"] for r in train], [r["disc_accuracy"] for r in train], label="train batches")
+    axes[2].plot([r["epoch"] for r in train], [r["disc_accuracy"] for r in train], label="train batches", **dots)
     if test and "disc_accuracy" in test[0]:
-        axes[2].plot([r["epoch"] for r in test], [r["disc_accuracy"] for r in test], label="test codes")
+        axes[2].plot([r["epoch"] for r in test], [r["disc_accuracy"] for r in test], label="test codes", **dots)
     axes[2].axhline(0.5, color="grey", ls=":", lw=1)
     axes[2].set(title="discriminator accuracy", xlabel="epoch", ylim=(0, 1.02))
+    epochs = sorted({r["epoch"] for r in train})
     for ax, where in zip(axes, ("upper right", "best", "lower right")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) < 3:  # whole epochs only, also for a run of one or two
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8, loc=where)
         ax.grid(alpha=0.3)
     if title:
@@ -158,8 +163,9 @@ def make_figures(run_dir: Path) -> list[Path]:
         written.append(save_grid(s["samples"], figures / f"samples_epoch_{epoch}.png"))
     if snaps:
         written.append(progress_figure(snaps, "recon", figures / "aae_reconstructions.png",
-                                       f"test images (odd rows) and reconstructions (even rows) {tag}"))
-        written.append(progress_figure(snaps, "samples", figures / "aae_samples.png", f"decoded prior samples {tag}"))
+                                       f"test images (odd rows) and reconstructions (even rows)\n{tag}"))
+        written.append(progress_figure(snaps, "samples", figures / "aae_samples.png",
+                                       f"decoded prior samples\n{tag}"))
         last = snaps[max(snaps)]
         if "codes" in last:
             classes = meta.get("classes", [str(i) for i in range(10)])

@@ -44,7 +44,8 @@ REF_CROSS = {("padding", 30, "cifar10"): 67.58, ("padding", 30, "cifar100"): 70.
 REF_ARCHS = ("ViT-B/32", "ViT-B-32")  # the reference solution's CLIP
 VISUAL_ORDER = ("padding", "fixed_patch", "random_patch")
 FAMILY_ORDER = ("zeroshot", "resnet", "visual_prompt", "deep_prompt")
-DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashion-mnist": "Fashion-MNIST",
+                  "fashion-mnist-inverted": "Fashion-MNIST (inverted)", "fashion-mnist-rot90": "Fashion-MNIST (rot90)"}
 SMOKE_NOTE = "smoke runs (tiny random CLIP or synthetic data): the numbers mean nothing"
 
 
@@ -65,6 +66,7 @@ class Row:
     layer: int | None = None  # deep prompts: the injection layer
     arch: str = ""
     image_size: int | None = None
+    weights: str | None = None  # the CLIP weights file (the mini-CLIP's limits are in the config beside it)
     sort: tuple = ()
 
     @property
@@ -102,7 +104,7 @@ def prompt_row(run: dict[str, Any]) -> Row | None:
         and not transfer
     name = run["dir"].name + (f" (evaluates {run['evaluates']})" if run.get("evaluates") else "")
     row = Row(cfg.get("prompt_type", "?"), "", dataset, clean, noisy, runs=[name], smoke=smoke, arch=arch,
-              image_size=cfg.get("image_size"))
+              image_size=cfg.get("image_size"), weights=cfg.get("clip_weights"))
     if row.family == "deep_prompt":
         layer, tokens = cfg.get("injection_layer"), cfg.get("prompt_num")
         row.method, row.layer = f"deep prompt: layer {layer} ({tokens} tokens)", layer
@@ -324,7 +326,7 @@ def _blocks(rows: list[Row]) -> int | None:
     from dl1.hub.clip import vision_limits
 
     try:
-        counts = {vision_limits(r.arch, r.image_size or 224)[1] for r in rows if r.arch}
+        counts = {vision_limits(r.arch, r.image_size or 224, r.weights)[1] for r in rows if r.arch}
     except DL1Error:
         return None
     counts.discard(None)
