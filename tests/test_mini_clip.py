@@ -2,7 +2,7 @@
 zero-shot well above chance, the domain shift lowers that, a padding prompt learnt in a few steps repairs part of it,
 and the CLIP experiments take the mini-CLIP through the same code as ViT-B/32.
 
-The reduced setting: 12,000 training images, 2 epochs of a 32-wide, 2-block image tower; the prompt trains 40 steps.
+The reduced setting: 12,000 training images, 2 epochs of a 32-wide, 2-block image tower; the prompt trains 2 x 80 steps.
 """
 
 import json
@@ -15,13 +15,16 @@ from dl1.experiments import execute
 
 REDUCED = ["--train_size", "12000", "--val_size", "1000", "--width", "32", "--layers", "2", "--text_width", "32",
            "--text_layers", "1", "--embed_dim", "32", "--epochs", "2", "--batch_size", "128", "--learning_rate",
-           "0.003", "--warmup", "10", "--prompts", "padding:4", "--prompt_epochs", "1", "--prompt_batches", "40",
-           "--no-test_noise"]
+           "0.003", "--warmup", "10", "--prompts", "padding:4", "--prompt_epochs", "2", "--prompt_batches", "80",
+           "--no-test_noise", "--threads", "1"]  # one thread: the module fixture runs before conftest sets it
 # Bounds (test top-1, %).  Chance is 10 % (10 balanced classes); this setting measured 67-72 % zero-shot on the
-# original test set (seeds 0-2), about chance on the inverted one.
+# original test set (seeds 0-2), 8-12 % on the inverted one, and 33-42 % there with the padding prompt.
 ZS_ORIGINAL_MIN = 50.0  # 5x chance: only image and caption embeddings aligned by training get there (random: ~10)
 SHIFT_DROP_MIN = 20.0   # the inverted images lose at least 20 points
-PROMPT_GAIN_MIN = 10.0  # a learnt padding prompt gains at least 10 points over frozen zero-shot on the inverted set
+# A learnt padding prompt gains at least 10 points over frozen zero-shot on the inverted set: a learner that does not
+# update the prompt (or a prompt that never reaches the image) stays at the zero-shot level, give or take the few
+# points its random initial frame moves it.
+PROMPT_GAIN_MIN = 10.0
 
 
 def fashion_here() -> bool:
@@ -56,7 +59,7 @@ def test_a_padding_prompt_learnt_in_a_few_steps_repairs_part_of_the_shift(mini_r
     assert padding["clean"] >= base + PROMPT_GAIN_MIN, (base, padding)
     assert padding["trainable"] == 2 * 3 * 4 * 28 + 2 * 3 * 20 * 4  # a 4 px frame on 28 px images
     sub = json.loads((Path(mini_run["run_dir"]) / "runs" / "prompt-padding-4" / "summary.json").read_text())
-    assert sub["steps"] == 40 and sub["clip"]["arch"] == "mini" and sub["data"]["dataset"] == "fashion-mnist-inverted"
+    assert sub["steps"] == 160 and sub["clip"]["arch"] == "mini" and sub["data"]["dataset"] == "fashion-mnist-inverted"
 
 
 def test_weights_report_and_figures(mini_run):
@@ -67,7 +70,8 @@ def test_weights_report_and_figures(mini_run):
     report = (run / "report.md").read_text()
     assert "not the course's CIFAR-10/100 numbers" in report and "| padding 4 | inverted |" in report
     assert "Robustness to noise" in report
-    assert {p.name for p in (run / "figures").glob("*.png")} == {"mini_clip_methods.png", "mini_clip_training.png"}
+    assert {p.name for p in (run / "figures").glob("*.png")} == {"mini_clip_methods.png", "mini_clip_training.png",
+                                                                  "zeroshot_original.png", "zeroshot_shifted.png"}
 
 
 def test_clip_prompt_takes_the_mini_clip_through_the_same_code_as_vit_b32(mini_run, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from dl1 import experiments
 from dl1.config import Parser
 from dl1.errors import DL1Error, UsageError, first_line
 from dl1.report.cnn import tour_rows as cnn_rows
+from dl1.report.mini_clip import tour_rows as mini_clip_rows
 from dl1.report.runs import flatten
 from dl1.report.tour import select_figures, write_reports
 from dl1.runtime import check_output_folder
@@ -51,8 +52,10 @@ class Part:
     rows: Callable[[dict[str, Any]], list[tuple[str, str, str]]] | None = None
 
 
-def _parts(txt_file: str, clip_weights: str | None, resnet_weights: str | None) -> list[Part]:
+def _parts(txt_file: str, clip_weights: str | None, resnet_weights: str | None,
+           cache_dir: Path = Path("runs") / "tour" / "cache") -> list[Part]:
     fm = ["--dataset", "fashion-mnist"]
+    mini = ["--cache_dir", str(cache_dir)]  # the mini-CLIP is trained once per setting, then reused
     clip = ["--clip_weights", clip_weights] if clip_weights else []
     resnet = ["--weights", resnet_weights] if resnet_weights else []
     return [
@@ -116,6 +119,16 @@ def _parts(txt_file: str, clip_weights: str | None, resnet_weights: str | None) 
              [Metric("test top-1", "results.test.top1", "93.02 % after 40 epochs (reference solution)", "{:.2f} %")],
              needs="cifar10+clip",
              enable="dl1 tour --clip_weights ViT-B-32.pt --data_dir DIR_WITH_cifar-10-batches-py"),
+        Part("mini-clip", "CLIP prompting on Fashion-MNIST (mini-CLIP)", "mini-clip",
+             {"quick": [*mini, "--train_size", "12000", "--width", "32", "--layers", "2", "--text_width", "32",
+                        "--text_layers", "1", "--embed_dim", "32", "--epochs", "2", "--batch_size", "128",
+                        "--warmup", "10", "--prompts", "padding:4", "fixed_patch:28", "deep_prompt:0",
+                        "--prompt_epochs", "2", "--prompt_batches", "80"],
+              "default": [*mini],
+              "full": [*mini, "--epochs", "10", "--prompt_epochs", "10", "--prompt_batches", "0"]},
+             [Metric("zero-shot, original test: clean / noisy top-1 (%)", "zeroshot.original.clean_noisy",
+                     "88.92 / — (CIFAR-10, ViT-B/32; reference solution: another task, for scale only)", "{}")],
+             needs="fashion-mnist", rows=mini_clip_rows),
     ]
 
 
@@ -223,7 +236,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--weights", default=None, help="local ResNet-18 ImageNet weights (enables resnet-transfer)")
     parser.add_argument("--out_dir", type=Path, default=Path("runs") / "tour", help="root of tour folders")
     args = parser.parse_args(argv)
-    parts = _parts(args.txt_file, args.clip_weights, args.weights)
+    parts = _parts(args.txt_file, args.clip_weights, args.weights, args.out_dir / "cache")
     if args.parts:
         unknown = set(args.parts) - {p.key for p in parts}
         if unknown:

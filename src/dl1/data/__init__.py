@@ -6,5 +6,6 @@
 * ``idx``: IDX header checks and gzip decompression that leaves no partial file;
 * ``augment``: augmentations by name, placed in the transform pipeline; ``transfer``: the ResNet-18 probe's datasets;
 * ``images``: uint8 images for the generative models; ``text``: character corpora; ``clip``: CLIP's datasets;
+  ``fashion_clip``: Fashion-MNIST and its shifted copies for CLIP, the mini-CLIP's caption batches;
 * ``loaders``: batching that resumes exactly; ``fake``: tiny files in the real formats for tests.
 """

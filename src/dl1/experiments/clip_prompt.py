@@ -40,8 +40,8 @@ class Config:
     method: str = arg("padding", "Visual prompt shape (visual_prompt only).", choices=PROMPT_FIELDS["method"])
     prompt_size: int = arg(30, "Pad width (padding, at most half the image) or patch side (fixed_patch, random_patch) "
                                "in pixels.", min=1, max=MAX_IMAGE_SIZE)
-    image_size: int | None = arg(None, "Input size of CLIP's image tower (default: the architecture's: 224 for "
-                                       "ViT-B/32, 28 for the mini-CLIP; the tiny test model takes any, default 224).",
+    image_size: int | None = arg(None, "Input size of CLIP's image tower (default: 224, ViT-B/32's; with --arch "
+                                       "mini the mini-CLIP's own, 28; the tiny test model takes any).",
                                  min=TINY_PATCH, max=MAX_IMAGE_SIZE)
     prompt_init_method: str = arg("random", "Initial prompt values: random = N(0, 1), zeros = the identity prompt.",
                                   choices=PROMPT_FIELDS["prompt_init_method"])
@@ -98,7 +98,7 @@ class Config:
         object.__setattr__(self, "arch", arch)
         object.__setattr__(self, "clip_weights", weights)
         if self.image_size is None:
-            object.__setattr__(self, "image_size", input_size(arch, weights))
+            object.__setattr__(self, "image_size", input_size(arch, weights) if arch == MINI_ARCH else 224)
         if not self.evaluate:
             defaults = {**DATA_FIELDS, "dataset": "cifar10" if self.synthetic_data else DATA_FIELDS["dataset"]}
             for key, value in defaults.items():

@@ -27,7 +27,10 @@ from dl1.errors import UsageError
 from dl1.runtime import Run, choose_device, seed_everything
 
 PROMPT_METHODS = ("padding", "fixed_patch", "random_patch", "deep_prompt")
-DEFAULT_PROMPTS = ("padding:4", "fixed_patch:1", "random_patch:1", "fixed_patch:28", "deep_prompt:0")
+# the course's prompts scaled to 28 px (padding 30 of 224 px -> 4 of 28; the 1 px patches; the whole-image patch) and
+# deep prompts of 4 tokens before each of the 4 blocks
+DEFAULT_PROMPTS = ("padding:4", "fixed_patch:1", "random_patch:1", "fixed_patch:28", "deep_prompt:0",
+                   "deep_prompt:1", "deep_prompt:2", "deep_prompt:3")
 IMAGE_SIZE = 28  # Fashion-MNIST's images, fed at their own size
 MODEL_FIELDS = ("patch_size", "width", "layers", "text_width", "text_layers", "embed_dim")
 TRAINING_FIELDS = (*MODEL_FIELDS, "epochs", "batch_size", "learning_rate", "weight_decay", "warmup", "val_size",
@@ -45,7 +48,8 @@ class Config:
     val_size: int = arg(5000, "Training images held out (seeded) for validation; the prompts use the same split.",
                         min=1, max=59_999)
     train_size: int = arg(0, "Training images used (0 = all the others).", min=0, max=60_000)
-    patch_size: int = arg(7, "Patch side of the image tower (28 / patch_size patches per side).", choices=(2, 4, 7, 14))
+    patch_size: int = arg(7, "Patch side of the image tower (28 / patch_size patches per side).", choices=(2, 4, 7, 14),
+                          min=2, max=14)
     width: int = arg(64, "Width of the image transformer (a multiple of 32: heads of width 32; or below 32: one "
                          "head).", min=8, max=512)
     layers: int = arg(4, "Residual blocks of the image transformer.", min=1, max=12)
@@ -54,7 +58,7 @@ class Config:
     embed_dim: int = arg(64, "Dimension of the joint image-text embedding.", min=8, max=512)
     epochs: int = arg(3, "Training epochs of the mini-CLIP.", min=1, max=1000)
     batch_size: int = arg(256, "Image-caption pairs per contrastive batch.", min=2, max=8192)
-    learning_rate: float = arg(1e-3, "Peak AdamW learning rate.", min=0.0, min_inclusive=False, max=1.0)
+    learning_rate: float = arg(3e-3, "Peak AdamW learning rate.", min=0.0, min_inclusive=False, max=1.0)
     weight_decay: float = arg(0.1, "AdamW weight decay (matrices only).", min=0.0, max=1.0)
     warmup: int = arg(50, "Linear warm-up steps before the cosine decay.", min=0, max=10**7)
     max_batches: int = arg(0, "Training batches per epoch (0 = all).", min=0, max=10**9)
@@ -105,8 +109,11 @@ def prompt_specs(cfg: Config) -> list[tuple[str, int]]:
                              f"(deep_prompt:LAYER), or 'none' alone")
         specs.append((method, int(value)))
         deep = method == "deep_prompt"
-        check_prompt_limits(MINI_ARCH, IMAGE_SIZE, cfg.layers, "deep_prompt" if deep else "visual_prompt",
-                            "padding" if deep else method, 1 if deep else int(value), int(value) if deep else 0)
+        try:
+            check_prompt_limits(MINI_ARCH, IMAGE_SIZE, cfg.layers, "deep_prompt" if deep else "visual_prompt",
+                                "padding" if deep else method, 1 if deep else int(value), int(value) if deep else 0)
+        except UsageError as exc:
+            raise UsageError(f"--prompts {spec}: {exc}") from None
     if len(set(specs)) != len(specs):
         raise UsageError("--prompts: each prompt once")
     return specs
@@ -138,7 +145,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     settings = {k: getattr(cfg, k) for k in TRAINING_FIELDS}
     weights = cached_mini_clip(cfg.cache_dir, settings, run.dir) if cfg.cache_dir else None
     training: dict[str, Any] = {"cached": weights is not None}
-    if weights is None:
+    if weights is not None:
+        say(run, f"reusing the mini-CLIP cached in {cfg.cache_dir} for these settings")
+    else:
         weights, training = train(cfg, run, folder, device)
         if cfg.cache_dir:
             training["cache"] = str(store_mini_clip(cfg.cache_dir, settings, run.dir))
@@ -155,37 +164,25 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 def train(cfg: Config, run: Run, folder: str | None, device) -> tuple[Path, dict[str, Any]]:
     """Contrastive training with the Trainer; the best epoch (validation zero-shot top-1) is saved as the run's
     mini-CLIP (safetensors + model config)."""
-    import torch
-
     from dl1.data.fashion_clip import CLASSES, FashionBatches, caption_table, training_arrays
     from dl1.hub.clip import save_mini_clip
-    from dl1.models.clip import (
-        OPENAI_MEAN,
-        OPENAI_STD,
-        build_mini_clip,
-        caption_contrastive_loss,
-        mini_clip_config,
-        zeroshot_top1,
-    )
+    from dl1.models import clip as mc
     from dl1.models.clip_templates import COURSE_TEMPLATE, FASHION_TEMPLATES
     from dl1.train import Trainer, warmup_cosine
 
     data = training_arrays(folder, cfg.val_size, cfg.seed, cfg.train_size)
     if cfg.batch_size > len(data["y_train"]):
         raise UsageError(f"--batch_size {cfg.batch_size} exceeds the {len(data['y_train'])} training images")
-    model_cfg = mini_clip_config(image_size=IMAGE_SIZE, patch_size=cfg.patch_size, width=cfg.width,
-                                 layers=cfg.layers, text_width=cfg.text_width, text_layers=cfg.text_layers,
-                                 embed_dim=cfg.embed_dim)
-    bundle = build_mini_clip(model_cfg, seed=cfg.seed)
+    model_cfg = mc.mini_clip_config(image_size=IMAGE_SIZE, patch_size=cfg.patch_size, width=cfg.width,
+                                    layers=cfg.layers, text_width=cfg.text_width, text_layers=cfg.text_layers,
+                                    embed_dim=cfg.embed_dim)
+    bundle = mc.build_mini_clip(model_cfg, seed=cfg.seed)
     model = bundle.model.to(device)
     captions = bundle.tokenizer(caption_table(FASHION_TEMPLATES)).to(device)  # (templates x classes, L)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    optimizer = mc.contrastive_optimizer(model, cfg.learning_rate, cfg.weight_decay)
 
     def batches(split: str, epoch: int = 0, **kw):
-        return FashionBatches(data[f"x_{split}"], data[f"y_{split}"], cfg.batch_size, OPENAI_MEAN, OPENAI_STD,
+        return FashionBatches(data[f"x_{split}"], data[f"y_{split}"], cfg.batch_size, mc.OPENAI_MEAN, mc.OPENAI_STD,
                               seed=cfg.seed, epoch=epoch, device=device, **kw)
 
     steps = min(len(batches("train", drop_last=True)), cfg.max_batches or 10**12)
@@ -196,19 +193,17 @@ def train(cfg: Config, run: Run, folder: str | None, device) -> tuple[Path, dict
 
     def train_step(batch) -> dict[str, Any]:
         images, _, which = batch
-        loss = caption_contrastive_loss(model, images, captions, which)
+        loss = mc.caption_contrastive_loss(model, images, captions, which)
         trainer.backward_step(loss)
-        with torch.no_grad():
-            model.logit_scale.clamp_(0.0, 4.6052)  # temperature at most 100, as CLIP
-        return {"loss": loss.detach(), "temperature": model.logit_scale.detach().exp()}
+        return {"loss": loss.detach(), "temperature": mc.clamp_temperature(model)}
 
     def validate(epoch: int) -> dict[str, dict[str, Any]]:
-        return {"val": zeroshot_top1(model, bundle.tokenizer, batches("val"), CLASSES, (COURSE_TEMPLATE,), device)}
+        return {"val": mc.zeroshot_top1(model, bundle.tokenizer, batches("val"), CLASSES, (COURSE_TEMPLATE,), device)}
 
     fit = trainer.fit(lambda epoch: batches("train", epoch, shuffle=True, drop_last=True,
                                             n_templates=len(FASHION_TEMPLATES)), train_step, validate)
     trainer.load_best()
-    config = {"model": model_cfg, "preprocess": {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD)},
+    config = {"model": model_cfg, "preprocess": {"mean": list(mc.OPENAI_MEAN), "std": list(mc.OPENAI_STD)},
               "classes": list(CLASSES), "templates": list(FASHION_TEMPLATES),
               "trained_on": {"dataset": "fashion-mnist", "synthetic": cfg.synthetic_data,
                              "images": len(data["y_train"]), "val_top1": fit["best_value"],
@@ -236,20 +231,27 @@ def pipeline(cfg: Config, run: Run, weights: Path, device) -> None:
     for name, dataset in (("original", "fashion-mnist"), ("shifted", shifted)):
         for noisy in noise:
             label = f"zeroshot-{name}" + ("-noisy" if noisy else "")
-            print(f"[mini-clip] {label}: clip-zeroshot on {dataset}", flush=True)
+            say(run, f"{label}: clip-zeroshot on {dataset}")
             execute("clip-zeroshot", [*common, "--dataset", dataset, "--split", "test", "--batch_size", "500",
-                                      "--num_workers", "0", *(["--test_noise"] if noisy else [])],
+                                      "--num_workers", "0", *(["--test_noise"] if noisy else
+                                                              ["--visualize_predictions"])],
                     run_dir=run.path(f"runs/{label}"), quiet=True)
     for method, value in prompt_specs(cfg):
         shape = ["--prompt_type", "deep_prompt", "--injection_layer", str(value)] if method == "deep_prompt" else \
             ["--method", method, "--prompt_size", str(value)]
-        print(f"[mini-clip] prompt-{method}-{value}: clip-prompt on {shifted}", flush=True)
+        say(run, f"prompt-{method}-{value}: clip-prompt on {shifted}")
         execute("clip-prompt", [*common, "--dataset", shifted, *shape, "--epochs", str(cfg.prompt_epochs),
                                 "--max_batches", str(cfg.prompt_batches), "--batch_size", str(cfg.prompt_batch_size),
                                 "--learning_rate", str(cfg.prompt_learning_rate), "--warmup", str(cfg.prompt_warmup),
                                 "--val_size", str(cfg.val_size), "--num_workers", "0", "--seed", str(cfg.seed),
                                 *(["--test_noise"] if cfg.test_noise else [])],
                 run_dir=run.path(f"runs/prompt-{method}-{value}"), quiet=True)
+
+
+def say(run: Run, text: str) -> None:
+    """One progress line (not for a quiet run)."""
+    if not run.quiet:
+        print(f"[mini-clip] {text}", flush=True)
 
 
 def make_figures(run_dir: Path) -> list[Path]:

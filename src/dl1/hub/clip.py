@@ -684,7 +684,6 @@ def cached_mini_clip(cache_dir: str | Path, settings: dict[str, Any], run_dir: s
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, run_dir / MINI_WEIGHTS)
     shutil.copyfile(entry / MINI_CONFIG, run_dir / MINI_CONFIG)
-    print(f"[mini-clip] reusing the cached mini-CLIP {entry}", flush=True)
     return run_dir / MINI_WEIGHTS
 
 

@@ -244,3 +244,24 @@ def zeroshot_top1(model: nn.Module, tokenizer: Callable, batches: Any, classname
         n += len(labels)
     model.train(was_training)
     return {"top1": 100.0 * correct / max(n, 1), "n": n}
+
+
+def contrastive_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW as open_clip trains CLIP: weight decay on the weight matrices only (not on gains, biases, embeddings or
+    the temperature)."""
+    def decays(name: str, p: torch.Tensor) -> bool:
+        return p.ndim >= 2 and "embedding" not in name
+
+    params = list(model.named_parameters())
+    return torch.optim.AdamW([{"params": [p for n, p in params if decays(n, p)], "weight_decay": weight_decay},
+                              {"params": [p for n, p in params if not decays(n, p)], "weight_decay": 0.0}], lr=lr)
+
+
+MAX_LOGIT_SCALE = 4.6052  # ln(100): CLIP caps its learnt temperature at 100
+
+
+@torch.no_grad()
+def clamp_temperature(model: nn.Module) -> torch.Tensor:
+    """Cap the learnt temperature at 100 after a step, as CLIP does; returns it (exp of ``logit_scale``)."""
+    model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+    return model.logit_scale.detach().exp()

@@ -19,6 +19,7 @@ from dl1.runtime import read_jsonl, write_text_atomic
 METHOD_LABELS = {"padding": "padding", "fixed_patch": "fixed patch", "random_patch": "random patch",
                  "deep_prompt": "deep prompt, layer"}
 CHANCE = 10.0  # percent: 10 balanced classes
+TEST_IMAGES = 10_000  # Fashion-MNIST's test set
 NOT_COURSE = ("These are dl1's mini-CLIP numbers on Fashion-MNIST (a model trained here in minutes on a CPU), not the "
               "course's CIFAR-10/100 numbers with OpenAI's ViT-B/32.")
 
@@ -26,6 +27,11 @@ NOT_COURSE = ("These are dl1's mini-CLIP numbers on Fashion-MNIST (a model train
 def _top1(summary: dict[str, Any], key: str) -> float | None:
     value = flatten(summary).get(key)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def clean_noisy(clean: float | None, noisy: float | None) -> str:
+    """``"85.61 / 85.50"``: clean and noisy test top-1 in one cell (``—`` for one not measured)."""
+    return " / ".join("—" if v is None else f"{v:.2f}" for v in (clean, noisy))
 
 
 def _label(method: str, value: int) -> str:
@@ -47,27 +53,29 @@ def _prompt_runs(run_dir: Path) -> list[tuple[str, int, Path]]:
 
 def pipeline_numbers(run_dir: str | Path) -> dict[str, Any]:
     """The summary sections of a mini-clip run: ``zeroshot`` (``original``/``shifted`` x ``clean``/``noisy`` test
-    top-1, %) and ``prompts`` (per prompt, e.g. ``padding_4``: clean and noisy test top-1, the noise drop, the gain
-    over zero-shot on the shifted data, the trainable parameters and the sub-run)."""
+    top-1, %, and both as one text ``clean_noisy``) and ``prompts`` (per prompt, e.g. ``padding_4``: the same, the
+    noise drop, the gain over zero-shot on the shifted data, the trainable parameters, the test images scored and the
+    sub-run)."""
     runs = Path(run_dir) / "runs"
-    zeroshot: dict[str, dict[str, float | None]] = {}
+    zeroshot: dict[str, dict[str, Any]] = {}
     for name in ("original", "shifted"):
         zeroshot[name] = {}
         for kind, suffix in (("clean", ""), ("noisy", "-noisy")):
             folder = runs / f"zeroshot-{name}{suffix}"
             if folder.is_dir():
                 zeroshot[name][kind] = _top1(read_json_file(folder / "summary.json"), "test.top1")
+        zeroshot[name]["clean_noisy"] = clean_noisy(zeroshot[name].get("clean"), zeroshot[name].get("noisy"))
     base = zeroshot.get("shifted", {}).get("clean")
     prompts = {}
     for method, value, folder in _prompt_runs(Path(run_dir)):
         summary = read_json_file(folder / "summary.json")
         clean, noisy = _top1(summary, "results.test.top1"), _top1(summary, "results.test_noisy.top1")
         prompts[f"{method}_{value}"] = {
-            "label": _label(method, value), "clean": clean, "noisy": noisy,
+            "label": _label(method, value), "clean": clean, "noisy": noisy, "clean_noisy": clean_noisy(clean, noisy),
             "drop": None if clean is None or noisy is None else clean - noisy,
             "gain_over_zeroshot": None if clean is None or base is None else clean - base,
             "val": _top1(summary, "results.val.top1"), "trainable": flatten(summary).get("params.trainable"),
-            "run": folder.name}
+            "test_images": flatten(summary).get("results.test.n"), "run": folder.name}
     return {"zeroshot": zeroshot, "prompts": prompts}
 
 
@@ -83,9 +91,17 @@ def method_table(numbers: dict[str, Any], shift: str) -> str:
         test = "original" if name == "original" else shift
         lines.append(f"| zero-shot (frozen mini-CLIP) | {test} | 0 | {_cell(values.get('clean'))} | "
                      f"{_cell(values.get('noisy'))} | — |")
+    partial = []
     for p in numbers["prompts"].values():
-        lines.append(f"| {p['label']} | {shift} | {_cell(p['trainable'], '{:,}')} | {_cell(p['clean'])} | "
+        mark = ""
+        if isinstance(p.get("test_images"), int) and p["test_images"] < TEST_IMAGES:
+            mark = " *"
+            partial.append(p["label"])
+        lines.append(f"| {p['label']}{mark} | {shift} | {_cell(p['trainable'], '{:,}')} | {_cell(p['clean'])} | "
                      f"{_cell(p['noisy'])} | {_cell(p['gain_over_zeroshot'], '{:+.2f}')} |")
+    if partial:
+        lines += ["", f"\\* scored on the first --prompt_batches batches of the {TEST_IMAGES:,} test images only "
+                      "(--prompt_batches x --prompt_batch_size is below the test set)."]
     return "\n".join(lines) + "\n"
 
 
@@ -134,8 +150,11 @@ def plot_training(run_dir: Path, path: Path) -> Path | None:
     val = [(r["epoch"], r["top1"]) for r in records if r.get("split") == "val" and "top1" in r]
     if not train:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = new_figure(figsize=(5.5, 3.4))
     ax.plot(*zip(*train, strict=True), marker=".", color="C0")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("contrastive loss (train)", color="C0")
     if val:
@@ -148,18 +167,38 @@ def plot_training(run_dir: Path, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def _copy_predictions(run_dir: Path, name: str) -> Path | None:
+    """The zero-shot prediction figure of sub-run ``zeroshot-<name>`` (the same 8 test images, original or shifted)
+    as ``figures/zeroshot_<name>.png`` of the mini-clip run."""
+    import shutil
+
+    found = sorted((run_dir / "runs" / f"zeroshot-{name}" / "figures").glob("*.png"))
+    if not found:
+        return None
+    target = run_dir / "figures" / f"zeroshot_{name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(found[0], target)
+    return target
+
+
 def make_report(run_dir: str | Path) -> list[Path]:
-    """``figures/mini_clip_methods.png``, ``figures/mini_clip_training.png`` and ``report.md`` of a mini-clip run."""
-    from dl1.report.robustness import robustness_rows, robustness_table
+    """``report.md`` and the figures of a mini-clip run: ``mini_clip_methods.png`` (every number in one figure),
+    ``mini_clip_training.png`` (the training curve), ``zeroshot_original.png`` / ``zeroshot_shifted.png`` (the
+    same 8 test images with the frozen mini-CLIP's top-5 predictions, before and after the shift) and, with deep
+    prompts, the course's ``deep_prompts.png`` (top-1 against the injection layer)."""
+    from dl1.report.robustness import plot_deep_prompts, robustness_rows, robustness_table
 
     run_dir = Path(run_dir)
     config, summary = read_json_file(run_dir / "config.json"), read_json_file(run_dir / "summary.json")
     shift = str(config.get("shift", "shifted"))
     numbers = pipeline_numbers(run_dir)
     figures = [p for p in (plot_methods(numbers, shift, run_dir / "figures" / "mini_clip_methods.png"),
-                           plot_training(run_dir, run_dir / "figures" / "mini_clip_training.png")) if p]
+                           plot_training(run_dir, run_dir / "figures" / "mini_clip_training.png"),
+                           *(_copy_predictions(run_dir, name) for name in ("original", "shifted"))) if p]
     subruns = [read_run(d) for d in sorted((run_dir / "runs").glob("*")) if (d / "config.json").exists()]
     rows = robustness_rows(subruns)
+    deep = plot_deep_prompts(rows, run_dir / "figures" / "deep_prompts.png")  # the course's figure: top-1 by layer
+    figures += [deep] if deep else []
     training = summary.get("training", {})
     argv = (run_dir / "argv.txt").read_text(errors="replace").strip().splitlines() if (run_dir / "argv.txt").exists() \
         else []
@@ -178,3 +217,40 @@ def make_report(run_dir: str | Path) -> list[Path]:
            + ", ".join(f"`runs/{d['dir'].name}`" for d in subruns), ""]
     write_text_atomic(run_dir / "report.md", "\n".join(md) + "\n")
     return figures
+
+
+def _reference(method: str, value: int) -> str:
+    """The reference solution's CIFAR-10 number for the same kind of prompt (for scale only: another task, OpenAI's
+    ViT-B/32 at 224 px): padding 4 of 28 px is the course's padding 30 of 224 px, a 28 px patch its 224 px one."""
+    from dl1.report.robustness import REF_DEEP, REF_VISUAL
+
+    course = {("padding", 4): ("padding", 30), ("fixed_patch", 1): ("fixed_patch", 1),
+              ("fixed_patch", 28): ("fixed_patch", 224)}.get((method, value))
+    if method == "deep_prompt" and value in REF_DEEP["cifar10"]:
+        ref = f"{REF_DEEP['cifar10'][value]:.2f} / —"
+    elif course is not None and ("cifar10", *course) in REF_VISUAL:
+        ref = clean_noisy(*REF_VISUAL[("cifar10", *course)]) if course[1] != 224 else \
+            f"{REF_VISUAL[('cifar10', *course)][0]} / —"
+        method, value = course
+    else:
+        return "— (no reference for this prompt)"
+    what = f"layer {value}" if method == "deep_prompt" else f"{method.replace('_', ' ')} {value}"
+    return f"{ref} (CIFAR-10, ViT-B/32, {what}; reference solution: another task, for scale only)"
+
+
+def tour_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The tour's rows ``(label, ours, reference)`` of a mini-clip summary, the robustness table in short: zero-shot
+    on the original and the shifted test set, then every prompt, each ``clean / noisy`` test top-1 (%)."""
+    shift = summary.get("shift", "shifted")
+    zs = summary.get("zeroshot", {})
+    rows = [("zero-shot, original test: clean / noisy top-1 (%)", zs.get("original", {}).get("clean_noisy", "—"),
+             "88.92 / — (CIFAR-10, ViT-B/32; reference solution: another task, for scale only)"),
+            (f"zero-shot, {shift} test: clean / noisy top-1 (%)", zs.get("shifted", {}).get("clean_noisy", "—"),
+             f"chance: {CHANCE:.0f}")]
+    for key, p in (summary.get("prompts") or {}).items():
+        method, _, value = key.rpartition("_")
+        gain = p.get("gain_over_zeroshot")
+        ours = p.get("clean_noisy", "—") + ("" if gain is None else f" ({gain:+.1f} over zero-shot)")
+        rows.append((f"{p.get('label', key)}, learnt on {shift}: clean / noisy top-1 (%)", ours,
+                     _reference(method, int(value)) if value.isdigit() else "—"))
+    return rows
