@@ -31,7 +31,7 @@ import numpy as np
 
 from dl1.config import Parser
 from dl1.errors import DL1Error, UsageError, first_line
-from dl1.runtime import check_output_folder, checkpoint_file, write_json
+from dl1.runtime import check_output_folder, checkpoint_file, read_json, write_json
 
 if TYPE_CHECKING:
     from torch import nn
@@ -269,11 +269,9 @@ def run_experiment(run_dir: Path) -> tuple[str, dict[str, Any]]:
     if not run_dir.is_dir():
         raise DL1Error(f"run folder not found: {run_dir}")
     try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
+        config = read_json(path)
     except FileNotFoundError:
         raise DL1Error(f"{run_dir} is not a run folder (no config.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DL1Error(f"{path} is unreadable ({first_line(exc)})") from None
     if not isinstance(config, dict) or not isinstance(config.get("experiment"), str):
         raise DL1Error(f"{path} names no experiment")
     return config["experiment"], config

@@ -226,6 +226,18 @@ def write_json(path: Path, obj: Any) -> None:
     write_text_atomic(path, json_text(obj))
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path`` (UTF-8).  A missing file raises ``FileNotFoundError``; a cut, binary or unreadable
+    one raises one-line :class:`DL1Error` naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DL1Error(f"{path} is not a readable JSON file ({first_line(exc, 120)})") from None
+
+
 def read_jsonl_counted(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The records of a ``metrics.jsonl`` file and the number of lines that are not one (binary, cut or foreign).
 

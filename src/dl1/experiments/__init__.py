@@ -87,12 +87,12 @@ def config_file_values(name: str, module: ModuleType, config: str | Path | dict[
         path = Path(config)
         path = path / "config.json" if path.is_dir() else path
         source = f"--config {path}"
+        from dl1.runtime import read_json
+
         try:
-            config = json.loads(path.read_bytes().decode("utf-8"))
+            config = read_json(path)
         except FileNotFoundError:
             raise UsageError(f"{source}: no such file (give a run's config.json or its folder)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DL1Error(f"{source}: not a readable JSON file ({first_line(exc)})") from None
     if not isinstance(config, dict):
         raise UsageError(f"{source}: a config is a JSON object of flag names and values")
     other = config.get("experiment", name)

@@ -9,7 +9,7 @@ from typing import Any
 
 from dl1.errors import DL1Error, first_line
 from dl1.report import new_figure, save_figure
-from dl1.runtime import read_jsonl_counted
+from dl1.runtime import read_json, read_jsonl_counted
 
 SKIP_KEYS = {"step", "split", "epoch", "time"}
 
@@ -19,10 +19,7 @@ def read_json_file(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         return {}
-    try:
-        value = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DL1Error(f"{path} is unreadable ({first_line(exc, 120)})") from None
+    value = read_json(path)
     if not isinstance(value, dict):
         raise DL1Error(f"{path} does not hold a JSON object")
     return value
