@@ -13,15 +13,6 @@ from dl1.errors import DL1Error, UsageError
 from dl1.models.gpt import GPT, PRESETS, GPTConfig, filter_logits
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest, and on a busy machine two threads make every op wait for the other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_gpt(vocab: int = 11, block: int = 8, dropout: float = 0.0, fused: bool = True) -> GPT:
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=2, n_head=2, n_embd=16, embd_pdrop=dropout,

@@ -22,14 +22,6 @@ TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "8", "--block_size", "8",
         "--warmup_iters", "0", "--sample_tokens", "0", "--final_sample_tokens", "0", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Payload:
     """Unpickling this creates the file ``path`` (what an attacker's code would do)."""
 

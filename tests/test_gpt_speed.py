@@ -21,14 +21,6 @@ ONEDNN = G._onednn_available()
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="this PyTorch build has no oneDNN linear")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def every_size(monkeypatch):
     """oneDNN for every product, however small (tiny shapes keep the tests fast)."""

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dl1.data.vision import resolve_data_dir
-from dl1.errors import DL1Error
+from dl1.errors import DL1Error, first_line
 from dl1.hub import online
+from dl1.runtime import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -78,14 +79,11 @@ def resolve_text_file(name_or_path: str, data_dir: str | Path | None = None, dow
 
 def _download(url: str, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".part")
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as fh:
-            fh.write(response.read())
+        with urllib.request.urlopen(url, timeout=30) as response:
+            write_atomic(target, lambda fh: fh.write(response.read()))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DL1Error(f"downloading {url} failed ({exc}); save it by hand as {target}") from None
-    os.replace(tmp, target)
+        raise DL1Error(f"downloading {url} failed ({first_line(exc)}); save it by hand as {target}") from None
     print(f"downloaded {url} -> {target}", flush=True)
     return target
 

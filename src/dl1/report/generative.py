@@ -15,7 +15,7 @@ import numpy as np
 from dl1.errors import DL1Error, first_line
 from dl1.report import new_figure, save_figure
 from dl1.report.runs import read_json_file
-from dl1.runtime import read_jsonl
+from dl1.runtime import read_jsonl, write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -25,17 +25,10 @@ VAE_SAMPLES = "samples"
 
 # -- snapshots: one compressed npz per epoch ---------------------------------------------------------------------------
 def save_epoch_arrays(folder: str | Path, epoch: int, **arrays: np.ndarray) -> Path:
-    """Write ``folder/epoch_NNN.npz`` atomically (temporary file, then rename) with the given arrays."""
+    """Write ``folder/epoch_NNN.npz`` atomically (:func:`dl1.runtime.write_atomic`) with the given arrays."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"epoch_{epoch:03d}.npz"
-    tmp = folder / f".epoch_{epoch:03d}.tmp.npz"
-    try:
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(folder / f"epoch_{epoch:03d}.npz", lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def load_epoch_arrays(folder: str | Path) -> dict[int, dict[str, np.ndarray]]:
