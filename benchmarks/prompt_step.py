@@ -104,10 +104,11 @@ def prompt_step(method: str, clip_model, text, batch, args, device, run_dir: Pat
     images, targets = batch
     run = Run("prompt-bench", {}, directory=run_dir / method, quiet=True)
     trainer = Trainer(run, {"prompt": model.prompt_learner}, {"prompt": optimizer}, epochs=1,
-                      schedulers={"prompt": scheduler}, device=device, amp=args.amp)
+                      schedulers={"prompt": scheduler}, device=device,
+                      precision="fp16" if args.amp and device.type == "cuda" else "fp32")
     model.train()
 
-    def step():
+    def step():  # as the engine runs a train_step: the forward under the run's autocast
         with trainer.autocast():
             loss = torch.nn.functional.cross_entropy(model(images).float(), targets)
         trainer.backward_step(loss)

@@ -244,6 +244,28 @@ def test_load_clip_dataset_with_and_without_noise(tiny, tmp_path):
     assert 0.07 < diff.std().item() < 0.13 and abs(diff.mean().item()) < 0.02  # N(0, 0.1) after normalisation
 
 
+# -- rank shares of the batches (torchrun) ----------------------------------------------------------------------------
+def test_the_ranks_batches_together_are_one_process_batches():
+    """Training: two ranks' i-th shuffled batches of 4 together are the i-th batch of 8 one process takes, in memory
+    (RawSplit) and through a DataLoader; evaluation: every second image from the rank, nothing left out."""
+    images = torch.arange(20 * 2 * 2 * 3, dtype=torch.float32).view(20, 2, 2, 3)
+    raw = D.RawSplit(images, torch.arange(20), torch.nn.Identity())
+    dataset = torch.utils.data.TensorDataset(images, torch.arange(20))
+    cpu = torch.device("cpu")
+    for split in (raw, dataset):
+        whole = [t.tolist() for _, t in D.batches(split, 8, cpu, shuffle=True, seed=5, epoch=2)]
+        parts = [[t.tolist() for _, t in D.batches(split, 4, cpu, shuffle=True, seed=5, epoch=2, rank=r,
+                                                     world_size=2)] for r in (0, 1)]
+        assert len(parts[0]) == len(parts[1]) == len(whole) == 3
+        assert [sorted(a + b) for a, b in zip(*parts, strict=True)] == [sorted(w) for w in whole]
+        other_epoch = [t.tolist() for _, t in D.batches(split, 8, cpu, shuffle=True, seed=5, epoch=3)]
+        assert other_epoch != whole
+        scored = [[t.tolist() for _, t in D.batches(D.eval_shard(split, r, 3), 2, cpu)] for r in (0, 1, 2)]
+        assert sorted(sum(sum(scored, []), [])) == list(range(20))  # 7 + 7 + 6 images
+        assert sorted(scored[0][0] + scored[1][0] + scored[2][0]) == list(range(6))  # one process's first batch
+    assert D.eval_shard(raw, 0, 1) is raw
+
+
 # -- named template sets -----------------------------------------------------------------------------------------------
 def test_named_template_sets_match_open_clip():
     import open_clip

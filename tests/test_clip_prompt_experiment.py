@@ -235,3 +235,48 @@ def test_cross_dataset_needs_a_checkpoint(tmp_path):
         execute("clip-cross-dataset", [], out_dir=tmp_path, quiet=True)
     with pytest.raises(UsageError, match="checkpoint file, not a run folder"):
         execute("clip-cross-dataset", ["--resume", str(tmp_path)], out_dir=tmp_path, quiet=True)
+
+
+def test_bf16_smoke_run_on_cpu_trains_a_float32_prompt_near_fp32(vp_run, tmp_path):
+    """dl1 run clip-prompt --smoke --precision bf16: trains, validates and tests under bfloat16 autocast (the CLIP
+    stays float32 on the CPU); the prompt stays float32 and the losses stay near the fp32 smoke run's."""
+    out = execute("clip-prompt", ["--precision", "bf16"], smoke=True, out_dir=tmp_path, quiet=True)
+    config = json.loads((Path(out["run_dir"]) / "config.json").read_text())
+    assert config["precision"] == "bf16" and "amp" not in config
+    assert set(out["results"]) == {"val", "test", "test_noisy"} and out["steps"] == vp_run["steps"]
+    for split in out["results"]:
+        assert abs(out["results"][split]["loss"] - vp_run["results"][split]["loss"]) < 0.05, split
+    assert all(t.dtype == torch.float32 for t in prompt_state(out["run_dir"], "best.pt").values()
+               if t.is_floating_point())
+
+
+def test_fp16_without_cuda_is_refused_before_any_run_folder(tmp_path):
+    with pytest.raises(UsageError, match="--precision fp16 needs a CUDA device"):
+        execute("clip-prompt", ["--precision", "fp16", "--device", "cpu"], smoke=True, out_dir=tmp_path, quiet=True)
+    with pytest.raises(UsageError, match="--precision fp16 needs a CUDA device"):
+        execute("clip-cross-dataset", ["--precision", "fp16", "--device", "cpu"], smoke=True, out_dir=tmp_path,
+                quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_under_torchrun_is_refused(vp_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; refused before the process group is joined
+    ckpt = str(Path(vp_run["run_dir"]) / "checkpoints" / "best.pt")
+    with pytest.raises(UsageError, match="--evaluate scores a checkpoint in one process"):
+        execute("clip-prompt", ["--evaluate", "--resume", ckpt], smoke=True, out_dir=tmp_path, quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_of_an_older_run_with_amp_still_evaluates(vp_run, tmp_path, capsys):
+    from dl1.train import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(Path(vp_run["run_dir"]) / "checkpoints" / "best.pt")
+    config = state["extra"]["config"]
+    config.pop("precision")
+    config["amp"] = True  # what runs before --precision saved
+    save_checkpoint(tmp_path / "old.pt", state)
+    out = execute("clip-prompt", ["--evaluate", "--resume", str(tmp_path / "old.pt"), "--test_noise"], smoke=True,
+                  out_dir=tmp_path / "runs", quiet=True)
+    assert out["results"]["test"]["top1"] == pytest.approx(vp_run["results"]["test"]["top1"])
+    assert out["results"]["test"]["loss"] == pytest.approx(vp_run["results"]["test"]["loss"], rel=1e-6)
+    assert "ignoring amp" in capsys.readouterr().err

@@ -1,8 +1,10 @@
-"""Two CPU processes with the gloo backend end with identical weights (DistributedDataParallel through the engine),
-and those weights are the ones a single process reaches by averaging the two ranks' gradients at every step."""
+"""The engine's data parallelism with two CPU processes (gloo): identical weights on both ranks, the same weights as
+PyTorch's own DistributedDataParallel and as one process averaging the two ranks' gradients; metrics averaged (weighted
+by ``n``), batch-norm statistics averaged, a non-finite loss on one rank stops both, per-rank random streams."""
 
 import os
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -15,18 +17,25 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
 
 
-def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+def _join(rank: int, world_size: int, init_file: str):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    from dl1.train import distributed as D
+
+    return D.init_distributed("gloo", init_method=f"file://{init_file}")
+
+
+def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    info = _join(rank, world_size, init_file)
     from dl1.data.loaders import TensorBatches
     from dl1.runtime import Run
     from dl1.train import Trainer
     from dl1.train import distributed as D
 
-    info = D.init_distributed("gloo", init_method=f"file://{init_file}")
-    torch.manual_seed(rank)  # different init per rank: DDP must broadcast rank 0's weights
-    model = D.wrap(nn.Linear(4, 3), info)
-    torch.save(model.module.state_dict(), os.path.join(out_dir, f"init{rank}.pt"))  # after DDP's broadcast
+    torch.manual_seed(rank)  # different init per rank: the engine must broadcast rank 0's weights
+    model = nn.Linear(4, 3)
+    reference = nn.Linear(4, 3)
+    reference.load_state_dict(model.state_dict())
     x, y = _data()
     run = Run("ddp", {}, root=out_dir, enabled=info.is_main, quiet=True)
     trainer = Trainer(run, {"model": model}, {"main": torch.optim.SGD(model.parameters(), lr=LR)}, epochs=EPOCHS,
@@ -37,9 +46,22 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         trainer.backward_step(loss)
         return {"loss": loss}
 
-    trainer.fit(lambda e: TensorBatches(x, y, batch_size=BATCH, shuffle=True, seed=0, epoch=e, rank=info.rank,
-                                        world_size=info.world_size), step)
-    torch.save(model.module.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    def shards(epoch):
+        return TensorBatches(x, y, batch_size=BATCH, shuffle=True, seed=0, epoch=epoch, rank=info.rank,
+                             world_size=info.world_size)
+
+    trainer.fit(shards, step)
+    torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    # PyTorch's own DistributedDataParallel on the same shards, from the same (rank-dependent) start
+    ddp = nn.parallel.DistributedDataParallel(reference)
+    torch.save(reference.state_dict(), os.path.join(out_dir, f"init{rank}.pt"))  # after DDP's broadcast
+    opt = torch.optim.SGD(ddp.parameters(), lr=LR)
+    for epoch in range(EPOCHS):
+        for xb, yb in shards(epoch):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(ddp(xb), yb).backward()
+            opt.step()
+    torch.save(reference.state_dict(), os.path.join(out_dir, f"ddp{rank}.pt"))
     D.cleanup()
 
 
@@ -62,34 +84,154 @@ def _single_process_reference(init: dict[str, torch.Tensor]) -> nn.Linear:
     return model
 
 
-def test_two_gloo_ranks_end_identical(tmp_path):
+def test_two_gloo_ranks_end_identical_and_equal_ddp(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     init = torch.load(tmp_path / "init0.pt", weights_only=True)
-    init1 = torch.load(tmp_path / "init1.pt", weights_only=True)
-    assert all(torch.equal(init[k], init1[k]) for k in init)  # rank 1 started from rank 0's weights
+    ddp = torch.load(tmp_path / "ddp0.pt", weights_only=True)
     reference = _single_process_reference(init).state_dict()
     for k in a:
-        moved = (reference[k] - init[k]).abs().max().item()
-        assert moved > 1e-2, k  # it trained: 2 epochs x 4 steps moved every tensor well beyond the tolerance
+        assert (reference[k] - init[k]).abs().max().item() > 1e-2, k  # it trained well beyond the tolerance
+        torch.testing.assert_close(a[k], ddp[k], rtol=1e-6, atol=1e-7)  # what PyTorch's DDP computes
         torch.testing.assert_close(a[k], reference[k], rtol=1e-5, atol=1e-6)
 
 
-def test_torchrun_trains_mlp_pytorch_with_ddp(tmp_path):
-    """The real launcher: two gloo ranks run the experiment, each on half of every epoch; rank 0 writes the folder."""
-    import json
-    import subprocess
-    import sys
+def _helpers_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    info = _join(rank, world_size, init_file)
+    from dl1.errors import UsageError
+    from dl1.runtime import Run
+    from dl1.train import NonFiniteLossError, Trainer
+    from dl1.train import distributed as D
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DL1_PROGRESS": "0"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "dl1", "run", "mlp-pytorch", "--smoke", "--epochs", "1", "--run_dir", str(tmp_path / "run")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    single = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    steps = next(r["step"] for r in single if r["split"] == "train")
-    assert steps == 512 // 64 // 2  # synthetic smoke data: 512 training images, batch 64, two shards
-    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    out = {}
+    # metrics: weighted by n where a split reports it, else a plain mean
+    res = D.average_metrics({"val": {"loss": float(rank + 1), "n": 1 + 3 * rank}, "train": {"acc": float(rank)}})
+    out["metrics"] = res
+    out["local_batch"] = D.local_batch(8)
+    try:
+        D.local_batch(7, "--batch_size")
+    except UsageError as exc:
+        out["odd_batch"] = str(exc)
+    out["shards"] = [D.shard(5, D.DistInfo(r, 2)) for r in (0, 1)]
+    # batch norm: running statistics averaged at the end of every epoch
+    torch.manual_seed(0)
+    bn = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    run = Run("bn", {}, root=out_dir, enabled=info.is_main, quiet=True)
+    opt = torch.optim.SGD(bn.parameters(), lr=0.1)
+    trainer = Trainer(run, {"bn": bn}, {"sgd": opt}, epochs=1, monitor=None)
+    data = torch.full((4, 2), float(rank)) + torch.arange(4.0)[:, None]  # rank-dependent data
+
+    def bn_step(batch):
+        loss = bn(batch).pow(2).mean()
+        trainer.backward_step(loss)
+        return {"loss": loss}
+
+    trainer.fit(lambda e: [data], bn_step)
+    out["bn"] = {k: v.clone() for k, v in bn.state_dict().items()}
+    out["rng"] = torch.rand(3)  # each rank its own stream after the start
+    # a NaN on rank 1 alone stops both ranks at the same step
+    model = nn.Linear(2, 1)
+    run2 = Run("nan", {}, root=out_dir, enabled=info.is_main, quiet=True)
+    trainer2 = Trainer(run2, {"m": model}, {"sgd": torch.optim.SGD(model.parameters(), lr=0.1)}, epochs=1,
+                       monitor=None)
+
+    def nan_step(batch):
+        loss = model(batch).mean() * (float("nan") if rank == 1 and trainer2.step == 2 else 1.0)
+        trainer2.backward_step(loss)
+        return {"loss": loss}
+
+    try:
+        trainer2.fit(lambda e: [torch.ones(2, 2)] * 5, nan_step)
+    except NonFiniteLossError as exc:
+        out["nan"] = (trainer2.step, str(exc))
+    torch.save(out, os.path.join(out_dir, f"helpers{rank}.pt"))
+    D.cleanup()
+
+
+def test_metrics_batch_norm_rng_and_non_finite_across_ranks(tmp_path):
+    mp.spawn(_helpers_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"helpers{r}.pt", weights_only=False) for r in (0, 1))
+    for r in (r0, r1):
+        assert r["metrics"]["val"]["loss"] == pytest.approx((1 * 1 + 2 * 4) / 5)  # n-weighted
+        assert r["metrics"]["val"]["n"] == 5
+        assert r["metrics"]["train"]["acc"] == pytest.approx(0.5)
+        assert r["local_batch"] == 4 and "multiple of 2" in r["odd_batch"]
+        assert r["shards"] == [slice(0, 2), slice(2, 5)]
+        assert r["nan"][0] == 2 and "non-finite on some rank" in r["nan"][1]  # both stopped before step 3
+    for k in r0["bn"]:
+        assert torch.equal(r0["bn"][k], r1["bn"][k]), k
+    assert not torch.equal(r0["rng"], r1["rng"])
+
+
+def test_world_checks_refuse_before_anything_runs(monkeypatch, tmp_path, capsys):
+    """Under torchrun: an experiment that does not train data parallel, or a global batch the ranks cannot share, is
+    one line and exit 2, before any folder is made."""
+    from dl1.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["run", "cnn-compare", "--smoke", "--out_dir", str(tmp_path)]) == 2
+    assert "does not train data parallel" in capsys.readouterr().err
+    assert main(["run", "mlp-pytorch", "--smoke", "--batch_size", "63", "--out_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--batch_size 63 is the global batch, shared by 2 ranks" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_precision_checks():
+    from dl1.errors import UsageError
+    from dl1.train import precision
+
+    precision.check("bf16", "cpu")
+    precision.check("fp32", "cpu")
+    with pytest.raises(UsageError, match="fp16 needs a CUDA device"):
+        precision.check("fp16", "cpu")
+    assert precision.frozen_dtype("bf16", "cpu") == torch.float32
+    with precision.autocast("bf16", "cpu"):
+        assert nn.Linear(2, 2)(torch.ones(1, 2)).dtype == torch.bfloat16
+
+
+def _resume_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    """Dropout (per-rank random streams) + sharded data: 3 epochs straight vs 2 epochs then a resume for the third."""
+    info = _join(rank, world_size, init_file)
+    from dl1.data.loaders import TensorBatches
+    from dl1.runtime import Run
+    from dl1.train import Trainer
+    from dl1.train import distributed as D
+
+    x, y = _data()
+
+    def train(folder: str, epochs: int, resume: str | None = None) -> dict:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.5), nn.Linear(16, 3))
+        run = Run("resume", {}, directory=folder, enabled=info.is_main, quiet=True)
+        trainer = Trainer(run, {"m": model}, {"sgd": torch.optim.SGD(model.parameters(), lr=LR)}, epochs=epochs,
+                          monitor=None)
+
+        def step(batch):
+            loss = nn.functional.cross_entropy(model(batch[0]), batch[1])
+            trainer.backward_step(loss)
+            return {"loss": loss}
+
+        trainer.fit(lambda e: TensorBatches(x, y, batch_size=BATCH, shuffle=True, seed=0, epoch=e, rank=info.rank,
+                                            world_size=info.world_size), step, resume=resume)
+        run.close()
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    straight = train(os.path.join(out_dir, "straight"), 3)
+    train(os.path.join(out_dir, "cut"), 2)
+    torch.distributed.barrier()  # rank 0 has written last.pt
+    resumed = train(os.path.join(out_dir, "cut"), 3, resume=os.path.join(out_dir, "cut"))
+    torch.save({"straight": straight, "resumed": resumed}, os.path.join(out_dir, f"resume{rank}.pt"))
+    D.cleanup()
+
+
+def test_resume_under_two_ranks_is_exact(tmp_path):
+    mp.spawn(_resume_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        r = torch.load(tmp_path / f"resume{rank}.pt", weights_only=True)
+        for k in r["straight"]:
+            assert torch.equal(r["straight"][k], r["resumed"][k]), (rank, k)
+    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["world_size"] == 2

@@ -142,3 +142,34 @@ def test_resume_into_a_different_model_is_one_clear_error(tmp_path):
     trainer = Trainer(run, {"m": other}, {"o": torch.optim.SGD(other.parameters(), lr=0.1)}, epochs=2, monitor=None)
     with pytest.raises(DL1Error, match="cannot resume from .*does not fit"):
         trainer.resume(run.dir)
+
+
+def test_precision_bf16_forward_under_autocast_backward_outside(tmp_path):
+    """bf16: train_step and evaluate run under CPU autocast, backward outside it; weights stay float32."""
+    from dl1.errors import UsageError
+
+    model = nn.Linear(4, 2)
+    seen = {"step": [], "backward": [], "eval": []}
+    model.weight.register_hook(lambda g: seen["backward"].append(torch.is_autocast_enabled("cpu")) or g)
+    run = Run("prec", {}, root=tmp_path, quiet=True)
+    trainer = Trainer(run, {"m": model}, {"sgd": torch.optim.SGD(model.parameters(), lr=0.1)}, epochs=1,
+                      monitor=None, precision="bf16")
+
+    def step(batch):
+        out = model(batch)
+        seen["step"].append((torch.is_autocast_enabled("cpu"), out.dtype))
+        loss = out.float().pow(2).mean()
+        trainer.backward_step(loss)
+        return {"loss": loss}
+
+    def evaluate(epoch):
+        seen["eval"].append(model(torch.ones(1, 4)).dtype)
+        return {"val": {"x": 1.0}}
+
+    trainer.fit(lambda e: [torch.ones(3, 4)] * 2, step, evaluate)
+    assert seen["step"] == [(True, torch.bfloat16)] * 2
+    assert seen["backward"] == [False, False]
+    assert seen["eval"] == [torch.bfloat16]
+    assert model.weight.dtype == torch.float32 and model.weight.grad.dtype == torch.float32
+    with pytest.raises(UsageError, match="fp16 needs a CUDA device"):
+        Trainer(run, {"m": model}, {"sgd": torch.optim.SGD(model.parameters(), lr=0.1)}, epochs=1, precision="fp16")

@@ -210,6 +210,48 @@ def test_split_batches_and_whole_split_windows():
         corpus.check(900)
 
 
+@pytest.mark.parametrize("world", [2, 4])
+def test_ranks_take_their_rows_of_the_single_process_batch(world):
+    """Data parallel random windows: every rank draws the step's whole batch from the one seeded stream and keeps
+    its rows, so the ranks' windows differ and together are exactly what one process trains on, step by step."""
+    from dl1.data.text import random_batches
+
+    corpus = CharCorpus.from_text("".join(chr(97 + i % 26) for i in range(2000)), val_fraction=0.1)
+    single = list(random_batches(corpus, 5, 8, 16, seed=3))
+    g = torch.Generator().manual_seed(3)  # one process: the same windows as get_batch drawing from the stream
+    for x, y in single:
+        gx, gy = corpus.get_batch("train", 8, 16, generator=g)
+        assert torch.equal(x, gx) and torch.equal(y, gy)
+    ranks = [list(random_batches(corpus, 5, 8, 16, seed=3, rank=r, world_size=world)) for r in range(world)]
+    for step, (x, y) in enumerate(single):
+        parts = [ranks[r][step] for r in range(world)]
+        assert all(px.shape == (8 // world, 16) for px, _ in parts)
+        assert torch.equal(torch.cat([px for px, _ in parts]), x) and torch.equal(torch.cat([py for _, py in parts]), y)
+        assert not torch.equal(parts[0][0], parts[1][0])  # each rank trains on windows of its own
+    assert torch.equal(list(random_batches(corpus, 5, 8, 16, seed=3, rank=1, world_size=world))[4][0], ranks[1][4][0])
+    with pytest.raises(DL1Error, match="cannot be shared"):
+        random_batches(corpus, 1, 6, 16, seed=0, rank=0, world_size=4)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 7])
+def test_validation_windows_shared_by_ranks_cover_the_split_once(world):
+    """Each rank's part of the whole-split windows (the shorter tail window included, max_windows honoured):
+    together every character once, in order."""
+    from dl1.train.distributed import DistInfo, shard
+
+    corpus = CharCorpus.from_text("".join(chr(97 + i % 26) for i in range(1000)), val_fraction=0.1)
+    for block, max_windows in ((7, None), (10, None), (99, None), (7, 5)):
+        whole = list(corpus.eval_windows("val", block, 4, max_windows))
+        count = corpus.count_eval_windows("val", block, max_windows)
+        assert count == sum(len(x) for x, _ in whole)
+        parts = [list(corpus.eval_windows("val", block, 4, max_windows, part=shard(count, DistInfo(r, world))))
+                 for r in range(world)]
+        for pick in (0, 1):
+            joined = torch.cat([t[pick].flatten() for part in parts for t in part])
+            assert torch.equal(joined, torch.cat([t[pick].flatten() for t in whole]))
+        assert all(len(x) <= 4 for part in parts for x, _ in part)
+
+
 def test_named_corpus_lookup_and_offline_message(tmp_path, monkeypatch):
     monkeypatch.setenv("DL1_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DL1Error, match="tinyshakespeare/input.txt"):
@@ -360,6 +402,9 @@ def test_preset_and_size_flags():
     cfg = make_config("gpt", ["--preset", "nanogpt-cpu", "--block_size", "32"])
     assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.train_batch_size, cfg.max_iters) == (4, 4, 128, 12, 2000)
     assert cfg.block_size == 32 and cfg.dropout == 0.0 and cfg.min_lr == 1e-4 and cfg.betas == (0.9, 0.99)
+    assert cfg.precision == "fp32" and make_config("gpt", []).precision == "fp32"
+    assert make_config("gpt", ["--preset", "nanogpt-gpu"]).precision == "bf16"  # nanoGPT's bfloat16 ...
+    assert make_config("gpt", ["--preset", "nanogpt-gpu", "--precision", "fp16"]).precision == "fp16"  # its fallback
     with pytest.raises(UsageError, match="all three"):
         make_config("gpt", ["--n_layer", "2"])
     with pytest.raises(UsageError, match="two values"):

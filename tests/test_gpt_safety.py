@@ -382,6 +382,59 @@ def test_run_killed_at_any_step_and_resumed_logs_what_an_uninterrupted_run_logs(
     assert resumed["final"] == full["final"] and resumed["sample"] == full["sample"]
 
 
+def _two_rank_kill_and_resume(rank: int, folder: str, kill_at: int) -> None:
+    """One of two gloo ranks: an uninterrupted run into a/, the same run killed at step ``kill_at`` into b/, then
+    resumed there; the finals of both land in ``final{rank}.json``."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", DL1_PROGRESS="0")
+    torch.set_num_threads(1)
+    from dl1.experiments import execute
+    from dl1.runtime import Run
+    from dl1.train import distributed
+
+    distributed.init_distributed("gloo", init_method=f"file://{folder}/init")
+    flags = ["--txt_file", f"{folder}/t.txt", *TINY, "--max_iters", "10", "--eval_interval", "5", "--log_interval",
+             "3", "--sample_tokens", "5", "--final_sample_tokens", "20", "--dropout", "0.1"]
+    full = execute("gpt", flags, run_dir=f"{folder}/a", quiet=True)
+    log = Run.log
+
+    def killed(self, step, split, metrics, **extra):
+        if step >= kill_at and split == "train_iter":
+            raise KeyboardInterrupt
+        return log(self, step, split, metrics, **extra)
+
+    Run.log = killed
+    try:
+        execute("gpt", flags, run_dir=f"{folder}/b", quiet=True)
+    except KeyboardInterrupt:
+        pass
+    Run.log = log
+    resumed = execute("gpt", [*flags, "--resume", f"{folder}/b"], run_dir=f"{folder}/b", quiet=True)
+    Path(folder, f"final{rank}.json").write_text(json.dumps([{k: s[k] for k in ("final", "sample")}
+                                                            for s in (full, resumed)]))
+    distributed.cleanup()
+
+
+def test_two_ranks_killed_and_resumed_log_what_an_uninterrupted_run_logs(tmp_path):
+    """Under torchrun (two gloo ranks, dropout on: each rank its own stream) a run killed mid-interval and resumed
+    logs every number the uninterrupted run logs, the rank-averaged training-loss window included; both ranks end
+    with the same final losses and sample."""
+    import torch.multiprocessing as mp
+
+    (tmp_path / "t.txt").write_text("the quick brown fox jumps over the lazy dog. " * 30)
+    procs = [mp.get_context("spawn").Process(target=_two_rank_kill_and_resume, args=(r, str(tmp_path), 7))
+             for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    expected = _records(str(tmp_path / "a"))
+    assert len([r for r in expected if r["split"] == "train_iter"]) == 3  # steps 3, 6 (its window spans the
+    assert _records(str(tmp_path / "b")) == expected  # checkpoint at 5 the resumed run starts from) and 9
+    finals = [json.loads((tmp_path / f"final{r}.json").read_text()) for r in (0, 1)]
+    assert finals[0][0] == finals[0][1] == finals[1][0] == finals[1][1]
+
+
 def test_a_named_size_checkpoint_generates(tmp_path, capsys):
     """A run with --model_type stores the preset name and its sizes; reading that config back is the same model."""
     from dl1.experiments import execute

@@ -160,3 +160,35 @@ def test_fp16_tower_on_cuda_trains_fp32_prompts():
         loss = F.cross_entropy(model(images().cuda()), torch.tensor([0, 1, 2, 3], device="cuda"))
         loss.backward()
         assert torch.isfinite(loss) and all(p.grad is not None and p.grad.dtype == torch.float32 for p in params)
+
+
+def test_frozen_clip_kept_in_bfloat16_under_autocast_trains_float32_prompts():
+    """What --precision bf16 does on a GPU (weights in bfloat16, autocast), here on the CPU: the CLIP alone changes
+    dtype; logits, loss and the prompt's gradient stay float32, and the logits stay near float32's."""
+    for make in (lambda c: DeepPromptCLIP(c, text_feats(), prompt_num=2, injection_layer=1),
+                 lambda c: VisualPromptCLIP(c, text_feats(), PadPrompter(4, IMAGE))):
+        model = make(small_clip())
+        with torch.no_grad():
+            reference = model(images())
+        model.keep_frozen_in(torch.bfloat16)
+        assert {p.dtype for p in model.clip_model.parameters()} == {torch.bfloat16}
+        assert model.text_features.dtype == model.logit_scale.dtype == torch.float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(images())
+            loss = F.cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
+        loss.backward()
+        assert logits.dtype == loss.dtype == torch.float32 and torch.isfinite(loss)
+        params = [p for _, p in model.trainable_parameters()]
+        assert all(p.dtype == p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0 for p in params)
+        assert (logits.detach() - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_skip_draws_advances_a_random_patch_as_forward_passes_do():
+    a = VisualPromptCLIP(small_clip(), text_feats(), RandomPatchPrompter(2, IMAGE, seed=3))
+    b = VisualPromptCLIP(small_clip(), text_feats(), RandomPatchPrompter(2, IMAGE, seed=3))
+    with torch.no_grad():
+        a(images(1))
+        a(images(1))
+    b.skip_draws(2)
+    assert a.prompt_learner.sample_location() == b.prompt_learner.sample_location()
+    VisualPromptCLIP(small_clip(), text_feats(), PadPrompter(2, IMAGE)).skip_draws(3)  # nothing to advance

@@ -124,6 +124,42 @@ def test_forward_works_with_batch_size_one_and_backpropagates():
     assert bpd.item() == pytest.approx((rec + reg).item() / 784 / math.log(2), rel=1e-6)
 
 
+def test_given_noise_is_the_reparameterisation_and_ranks_share_the_batch_noise():
+    """``forward(x, eps)`` uses ``z = mean + std·eps``; :func:`batch_noise` gives each rank the rows of the one
+    global draw that its images have (``rank::world``, as the loader's shard): together the whole draw."""
+    from dl1.models.vae import batch_noise
+
+    model = VAE(num_filters=4, z_dim=3)
+    x = torch.randint(16, (6, 1, 28, 28))
+    eps = torch.randn(6, 3)
+    torch.manual_seed(1)
+    drawn = model(x)
+    torch.manual_seed(1)
+    assert torch.equal(model(x, torch.randn(6, 3))[0], drawn[0])  # eps=None draws from the global stream
+    assert not torch.equal(model(x, eps)[0], drawn[0]) and torch.equal(model(x, eps)[0], model(x, eps.clone())[0])
+    whole = batch_noise(torch.Generator().manual_seed(5), 6, 3)
+    assert whole.shape == (6, 3)
+    for world in (2, 3):
+        parts = [batch_noise(torch.Generator().manual_seed(5), 6 // world, 3, r, world) for r in range(world)]
+        assert all(torch.equal(parts[r], whole[r::world]) for r in range(world))
+
+
+def test_sharded_evaluation_weighted_by_n_is_the_whole_split():
+    """Each rank's part of a split, averaged with the images scored as weights, equals the whole split's means:
+    every image keeps its noise whichever part scores it."""
+    from dl1.experiments.vae import evaluate_split
+    from dl1.train.distributed import DistInfo, shard
+
+    model = VAE(num_filters=4, z_dim=2)
+    images = torch.randint(16, (23, 1, 28, 28), dtype=torch.uint8)
+    whole = evaluate_split(model, images, seed=7, batch_size=5)
+    assert whole["n"] == 23 and evaluate_split(model, images, seed=7, batch_size=5) == whole
+    parts = [evaluate_split(model, images, seed=7, batch_size=4, part=shard(23, DistInfo(r, 3))) for r in range(3)]
+    assert [p["n"] for p in parts] == [7, 8, 8]
+    for key in ("bpd", "ELBO", "reconstruction_loss", "regularization_loss"):
+        assert sum(p[key] * p["n"] for p in parts) / 23 == pytest.approx(whole[key], rel=1e-6)  # float32 batch means
+
+
 def test_sample_gives_4bit_images_and_is_reproducible_with_a_generator():
     model = VAE(num_filters=4, z_dim=5)
     a = model.sample(6, generator=torch.Generator().manual_seed(3))

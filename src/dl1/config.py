@@ -31,6 +31,17 @@ def arg(default: Any, help: str, *, choices: Sequence[Any] | None = None, min: f
     return dataclasses.field(default=default, metadata=meta)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def precision_arg(default: str = "fp32", note: str = "") -> Any:
+    """The ``--precision`` flag every torch experiment shares (see :mod:`dl1.train.precision`); ``note`` is added to
+    its help."""
+    return arg(default, "Precision of the forward passes (training and validation): fp32; bf16 = bfloat16 autocast "
+                        "(CPU and CUDA); fp16 = float16 autocast (CUDA only; training adds a gradient scaler)."
+               + (f" {note}" if note else ""), choices=PRECISIONS)
+
+
 def _resolve(tp: Any) -> tuple[Any, bool, bool]:
     """Return (element type, is_sequence, is_optional) for an annotation."""
     optional = False

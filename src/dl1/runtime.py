@@ -63,16 +63,34 @@ def _pick_device(preference: str):
     if preference != "auto":
         if preference.startswith("cuda") and not torch.cuda.is_available():
             raise DL1Error(f"device {preference!r} requested but CUDA is not available on this machine")
+        if preference == "cuda" and world_size() > 1:  # under torchrun: this rank's own GPU
+            return torch.device("cuda", local_rank())
         try:
             return torch.device(preference)
         except RuntimeError as exc:  # e.g. "tpu7": torch names the device types it knows
             raise UsageError(f"--device: {first_line(exc)}") from None
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", local_rank()) if world_size() > 1 else torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def world_size() -> int:
+    """The number of processes of this run (torchrun's ``WORLD_SIZE``; 1 without torchrun)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    except ValueError:
+        return 1
+
+
+def local_rank() -> int:
+    """This process's index on its node (torchrun's ``LOCAL_RANK``; 0 without torchrun)."""
+    try:
+        return int(os.environ.get("LOCAL_RANK", "0") or 0)
+    except ValueError:
+        return 0
 
 
 def available_memory(device: Any) -> int | None:
@@ -160,6 +178,7 @@ def env_info(device: str | None = None) -> dict[str, Any]:
     git = git_state()
     if git:
         info["git"] = git
+    info["world_size"] = 1  # processes of this run (more under torchrun, see "distributed")
     if "torch" in sys.modules:  # only once the run has imported it (threads and CUDA are torch's)
         import torch
 
@@ -169,6 +188,13 @@ def env_info(device: str | None = None) -> dict[str, Any]:
         if torch.cuda.is_available():
             info["cuda_device"] = torch.cuda.get_device_name(0)
             info["cuda_version"] = torch.version.cuda
+        if "torch.distributed" in sys.modules:
+            from dl1.train.distributed import describe
+
+            group = describe()
+            if group:  # under torchrun: the backend, the number of ranks (this folder is rank 0's)
+                info["distributed"] = group
+                info["world_size"] = group["world_size"]
     return info
 
 

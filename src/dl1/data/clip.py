@@ -200,20 +200,48 @@ class PreparedBatches:
 
 
 def batches(dataset: Any, batch_size: int, device: torch.device, *, shuffle: bool = False, seed: int = 0,
-            epoch: int = 0, num_workers: int = 0, limit: int = 0) -> Any:
+            epoch: int = 0, num_workers: int = 0, limit: int = 0, rank: int = 0, world_size: int = 1) -> Any:
     """Model-ready ``(images, targets)`` batches of a split: a :class:`RawSplit` as device-preprocessed tensor
     batches, a dataset through a DataLoader; the shuffle of ``epoch`` is fixed by ``(seed, epoch)``.  With ``limit``
-    an iterator over the first ``limit`` batches only."""
-    from dl1.data.loaders import TensorBatches, epoch_loader
+    an iterator over the first ``limit`` batches only.  With ``world_size`` > 1, rank ``rank``'s share of that order
+    (:func:`dl1.data.loaders.shard`; ``batch_size`` is then the per-rank batch): the ranks' i-th batches together are
+    the i-th batch one process takes with ``world_size * batch_size``."""
+    from dl1.data.loaders import TensorBatches, epoch_order, ordered_loader, shard
 
     if isinstance(dataset, RawSplit):
         raw = TensorBatches(dataset.images, dataset.targets, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                            epoch=epoch, device=device)
+                            epoch=epoch, device=device, rank=rank, world_size=world_size)
         out = PreparedBatches(raw, dataset.prepare)
-    else:
-        out = epoch_loader(dataset, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, num_workers=num_workers,
-                           pin_memory=device.type == "cuda")
+    else:  # the order TensorBatches takes (a DataLoader's own shuffle would draw from the generator first)
+        order = epoch_order(len(dataset), seed, epoch) if shuffle else list(range(len(dataset)))
+        out = ordered_loader(dataset, batch_size, num_workers, shard(order, rank, world_size))
     return itertools.islice(out, limit) if limit else out
+
+
+def eval_shard(split: Any, rank: int, world_size: int) -> Any:
+    """Rank ``rank``'s part of an evaluation split: every ``world_size``-th image from ``rank``, none left out (the
+    parts differ by at most one image; weight the ranks' results by their counts).  Batched by ``B / world_size``, the
+    ranks' i-th batches together are the i-th batch of ``B`` one process scores."""
+    if world_size <= 1:
+        return split
+    if isinstance(split, RawSplit):
+        return RawSplit(split.images[rank::world_size], split.targets[rank::world_size], split.prepare)
+    return torch.utils.data.Subset(split, range(rank, len(split), world_size))
+
+
+def synthetic_folder(run: Any) -> Path:
+    """Where a smoke run writes its tiny fake CIFAR files: the run folder (``synthetic_data/``); on the ranks of a
+    torchrun other than 0, which write nothing there, a temporary folder removed when the process ends (the files
+    are seeded: every rank writes the same ones)."""
+    if run.enabled:
+        return run.path("synthetic_data")
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="dl1-synthetic-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(folder)
 
 
 # -- the experiments' splits ------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         total = len(self.tensors[0])
         order = torch.randperm(total, generator=self.generator) if self.shuffle else torch.arange(total)
-        order = order[self.rank::self.world_size][: self.n].to(self.tensors[0].device)  # no per-batch host copy
+        order = shard(order, self.rank, self.world_size).to(self.tensors[0].device)  # no per-batch host copy
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             batch = tuple(t[idx] for t in self.tensors)
@@ -40,13 +40,14 @@ class TensorBatches:
             yield batch
 
 
-def epoch_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, epoch: int, drop_last: bool = False,
-                 num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader whose shuffle of ``epoch`` is fixed by ``(seed, epoch)``: a resumed run sees the same batches."""
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                                       num_workers=num_workers, pin_memory=pin_memory,
-                                       generator=epoch_generator(seed, epoch) if shuffle else None,
-                                       persistent_workers=False)
+def shard(order, rank: int, world_size: int):
+    """Rank ``rank``'s part of an epoch's ``order``: every ``world_size``-th item from ``rank``, the same count on
+    every rank (up to ``world_size - 1`` items are left out, as DistributedSampler's ``drop_last``).  Batched by
+    ``global batch / world_size``, the ranks' ``i``-th batches together are exactly the ``i``-th global batch of
+    ``order`` (when its length is a multiple of ``world_size``).  What :class:`TensorBatches` does with its rank."""
+    if world_size <= 1:
+        return order
+    return order[rank::world_size][: len(order) // world_size]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -234,30 +234,47 @@ class CharCorpus:
         """``batch_size`` random windows of the split: x (B, T) and the next characters y (B, T)."""
         import torch
 
+        start = torch.randint(len(self.split(split)) - block_size, (batch_size,), generator=generator)  # (B,)
+        return self.windows(split, start, block_size)
+
+    def windows(self, split: str, start: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows of the split beginning at ``start`` (B,): x (B, T) and the next characters y (B, T)."""
+        import torch
+
         data = self.split(split)
-        start = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
         idx = start[:, None] + torch.arange(block_size + 1)  # (B, T+1)
         window = data[idx.to(data.device)]  # (B, T+1)
         return window[:, :-1], window[:, 1:]
 
-    def eval_windows(self, split: str, block_size: int, batch_size: int, max_windows: int | None = None
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _eval_extent(self, split: str, block_size: int, max_windows: int | None) -> tuple[int, int]:
+        """(pairs scored, full windows) of :meth:`eval_windows`."""
+        n = max(len(self.split(split)) - 1, 0)  # number of (input, next) pairs
+        full = n // block_size
+        if max_windows is not None and max_windows <= full:
+            full, n = max_windows, max_windows * block_size
+        return n, full
+
+    def count_eval_windows(self, split: str, block_size: int, max_windows: int | None = None) -> int:
+        """How many windows :meth:`eval_windows` has (the shorter tail window included)."""
+        n, full = self._eval_extent(split, block_size, max_windows)
+        return full + (n > full * block_size)
+
+    def eval_windows(self, split: str, block_size: int, batch_size: int, max_windows: int | None = None,
+                     part: slice | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The whole split (or its first ``max_windows`` windows) as consecutive non-overlapping windows, every
-        character predicted once, batched.
+        character predicted once, batched; ``part`` (a slice of the :meth:`count_eval_windows` windows, e.g. one
+        rank's share) keeps only those windows.
 
         Yields (x, y) of shape (b, T); the tail that does not fill a window becomes one shorter window.
         """
         data = self.split(split)
-        n = max(len(data) - 1, 0)  # number of (input, next) pairs
-        full = n // block_size
-        if max_windows is not None and max_windows <= full:
-            full, n = max_windows, max_windows * block_size
+        n, full = self._eval_extent(split, block_size, max_windows)
+        first, stop, _ = (part or slice(None)).indices(full + (n > full * block_size))
         xs = data[:full * block_size].view(full, block_size)  # (W, T)
         ys = data[1:full * block_size + 1].view(full, block_size)  # (W, T)
-        for i in range(0, full, batch_size):
-            yield xs[i:i + batch_size], ys[i:i + batch_size]
-        rest = n - full * block_size
-        if rest > 0:
+        for i in range(first, min(stop, full), batch_size):
+            yield xs[i:min(i + batch_size, stop)], ys[i:min(i + batch_size, stop)]
+        if n > full * block_size and first <= full < stop:
             yield data[None, full * block_size:n], data[None, full * block_size + 1:n + 1]
 
 
@@ -269,16 +286,28 @@ def load_corpus(name_or_path: str, data_dir: str | Path | None = None, val_fract
     return CharCorpus.from_file(resolve_text_file(name_or_path, data_dir), val_fraction, encoding, block_size)
 
 
-def random_batches(corpus: CharCorpus, n_batches: int, batch_size: int, block_size: int,
-                   seed: int) -> _Batches:
-    """``n_batches`` random training windows drawn from a generator seeded with ``seed`` (exact resume)."""
-    return _Batches(corpus, n_batches, batch_size, block_size, seed)
+def random_batches(corpus: CharCorpus, n_batches: int, batch_size: int, block_size: int, seed: int, *,
+                   rank: int = 0, world_size: int = 1) -> _Batches:
+    """``n_batches`` batches of ``batch_size`` random training windows drawn from a generator seeded with ``seed``
+    (a resumed run draws the same ones).
+
+    Data parallel (``world_size`` > 1), ``batch_size`` is the global batch: every rank draws the step's whole batch
+    of window starts from the one seeded stream, exactly as one process draws it, and keeps rows
+    ``[rank·b, (rank+1)·b)``, ``b = batch_size / world_size``.  So each rank trains on windows of its own (the
+    per-rank stream the ranks need), the ranks' windows together are exactly the single process's batch (N ranks
+    compute what one process computes, up to float summation order, when nothing else is random), and resume stays
+    exact.  Drawing B start offsets costs nothing beside a training step; only the rank's own windows are cut.
+    """
+    if batch_size % world_size:
+        raise DL1Error(f"a global batch of {batch_size} windows cannot be shared by {world_size} ranks")
+    return _Batches(corpus, n_batches, batch_size, block_size, seed, rank, world_size)
 
 
 class _Batches:
-    def __init__(self, corpus: CharCorpus, n: int, batch_size: int, block_size: int, seed: int):
+    def __init__(self, corpus: CharCorpus, n: int, batch_size: int, block_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1):
         self.corpus, self.n, self.batch_size, self.block_size = corpus, n, batch_size, block_size
-        self.seed = seed
+        self.seed, self.rank, self.world_size = seed, rank, world_size
 
     def __len__(self) -> int:
         return self.n
@@ -287,5 +316,8 @@ class _Batches:
         import torch
 
         g = torch.Generator().manual_seed(self.seed)
+        high = len(self.corpus.train) - self.block_size
+        b = self.batch_size // self.world_size
         for _ in range(self.n):
-            yield self.corpus.get_batch("train", self.batch_size, self.block_size, generator=g)
+            start = torch.randint(high, (self.batch_size,), generator=g)  # (B,) the whole step's draw
+            yield self.corpus.windows("train", start[self.rank * b:(self.rank + 1) * b], self.block_size)  # (b, T)

@@ -8,6 +8,10 @@ Each module defines:
 * ``run(cfg, run) -> dict``: wires data, model and loss together, logs through ``run.log`` and returns
   ``run.finish(...)``.
 
+An experiment that trains with the engine data parallel under ``torchrun`` names its global-batch flags in
+``GLOBAL_BATCH = ("batch_size",)``: under ``torchrun`` each must be a multiple of the number of ranks (every rank
+takes an equal share); an experiment without it is refused under ``torchrun`` (it would run N times over).
+
 An experiment that only evaluates (``EVALUATION_ONLY = True``, or a config with ``evaluate=True``) always gets a new
 run folder, even when ``--resume`` names an existing one.
 
@@ -21,6 +25,7 @@ and returns its summary; ``config=RUN_DIR`` starts from a run's ``config.json``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import importlib
 import json
@@ -139,6 +144,7 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     continues = not getattr(cfg, "evaluate", False) and not getattr(module, "EVALUATION_ONLY", False)
     if run_dir is None and resume and continues and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
         run_dir = resume  # continue training in the interrupted run's own folder
+    check_world(name, module, cfg)
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes (and checks) the run folder
     if rank0 and run_dir is None:
         check_output_folder(out_dir, "--out_dir")
@@ -146,18 +152,62 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
         check_output_folder(run_dir, "--run_dir")
         check_run_folder(name, Path(run_dir), resume if continues else None)
     preflight(module, cfg)
+    joined = join_process_group()
     if command is None:
         command = command_line(name, argv, smoke=smoke, tensorboard=tensorboard, out_dir=out_dir, run_dir=run_dir,
                                config=config, overrides=overrides, config_cls=module.Config)
     run = Run(name, config_to_dict(cfg), root=out_dir, argv=launcher() + list(command), directory=run_dir,
               quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard)
     try:
-        return module.run(cfg, run)
+        with contextlib.ExitStack() as stack:
+            if not rank0:  # rank 0 speaks for the run; the others' errors still reach stderr
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            return module.run(cfg, run)
     except BaseException:
         run.discard()  # nothing recorded yet (missing data, weights, a bad size): no empty folder
         raise
     finally:
         run.close()
+        if joined:
+            from dl1.train.distributed import cleanup
+
+            cleanup()
+
+
+def check_world(name: str, module: ModuleType, cfg: Any) -> None:
+    """Under torchrun (``WORLD_SIZE`` > 1): the experiment trains data parallel, and its global batches can be shared
+    evenly by the ranks; refused with one line before anything is loaded."""
+    from dl1.runtime import world_size
+
+    world = world_size()
+    if world <= 1:
+        return
+    flags = getattr(module, "GLOBAL_BATCH", None)
+    if flags is None:
+        raise UsageError(f"{name} does not train data parallel: under torchrun its {world} processes would each do "
+                         f"the whole run; start it without torchrun")
+    for flag in flags:
+        value = getattr(cfg, flag)
+        if value % world:
+            raise UsageError(f"--{flag} {value} is the global batch, shared by {world} ranks: give a multiple of "
+                             f"{world}")
+
+
+def join_process_group() -> bool:
+    """Join torchrun's process group before the run folder is made (its ``env.json`` records the backend and the
+    world size); True when this call joined it (the caller leaves it at the end)."""
+    from dl1.runtime import world_size
+
+    if world_size() <= 1:
+        return False
+    import torch.distributed as dist
+
+    from dl1.train.distributed import init_distributed
+
+    if dist.is_available() and dist.is_initialized():
+        return False  # joined by the caller (a test, a notebook): the caller leaves it
+    init_distributed()
+    return True
 
 
 def command_line(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = False,
@@ -223,7 +273,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def preflight(module: ModuleType, cfg: Any) -> None:
     """Fail on a missing weights file or dataset before the experiment imports torch or creates its run folder (the
-    error then comes in ~0.1 s instead of seconds), then run the experiment's own ``preflight(cfg)`` if it has one."""
+    error then comes in ~0.1 s instead of seconds), and on a ``--precision`` the device cannot run; then run the
+    experiment's own ``preflight(cfg)`` if it has one."""
     for flag in ("clip_weights", "weights"):  # an explicit weights file that is not there
         value = getattr(cfg, flag, None)
         if isinstance(value, str) and value not in ("", "imagenet", "random") and not Path(value).is_file():
@@ -234,6 +285,12 @@ def preflight(module: ModuleType, cfg: Any) -> None:
 
         if name in vision.DATASETS:
             vision.prepare(name, cfg.data_dir)
+    precision = getattr(cfg, "precision", "fp32")
+    if precision != "fp32":  # a precision the device cannot run (fp16 without CUDA): one line, nothing loaded
+        from dl1.runtime import choose_device
+        from dl1.train.precision import check as check_precision
+
+        check_precision(precision, choose_device(getattr(cfg, "device", "auto")))
     check = getattr(module, "preflight", None)
     if callable(check):
         check(cfg)

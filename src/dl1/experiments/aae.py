@@ -14,6 +14,11 @@ Each step zeroes its optimiser's gradients first, so step 1's gradients in the d
 Snapshots (reconstructions of the same test images, decoded samples of the same prior draws and, for ``--z_dim 2``,
 all test codes) are taken before training ("epoch 0", the course's "0 epochs"), after epoch 1, every ``--save_every``
 epochs and after the last one; ``dl1 report`` rebuilds the figures from them.
+
+Under ``torchrun --nproc_per_node N -m dl1 run aae ...`` it trains data parallel: each rank takes ``--batch_size / N``
+images of every global batch (both optimisers' gradients are averaged over the ranks); the prior samples of a step
+are drawn from ``(--seed, step)`` as the global batch's and each rank takes its items' rows, so that N ranks train as
+one process does; the test split is shared by the ranks (metrics weighted by images); rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from dl1.config import arg
+from dl1.config import arg, precision_arg
 from dl1.data.images import DATASETS
 from dl1.errors import UsageError
 from dl1.runtime import Run
@@ -34,7 +39,8 @@ from dl1.runtime import Run
 @dataclass(frozen=True)
 class Config:
     z_dim: int = arg(8, "Dimensionality of the latent code z.", min=1, max=1024)
-    batch_size: int = arg(64, "Mini-batch size.", min=1, max=4096)
+    batch_size: int = arg(64, "Mini-batch size, the global batch under torchrun (each of N ranks takes 1/N of it).",
+                          min=1, max=4096)
     lambda_: float = arg(0.995, "Weight of the reconstruction loss; 1 - lambda_ weighs the generator (adversarial) "
                                 "loss. 1 = plain autoencoder.", min=0.0, max=1.0)
     ae_lr: float = arg(1e-3, "Learning rate of the encoder/decoder optimiser (Adam, betas 0.5, 0.999).", min=0.0,
@@ -55,6 +61,7 @@ class Config:
     n_images: int = arg(64, "Number of prior samples and of reconstructed test images in each snapshot grid.",
                         min=8, max=1024)
     device: str = arg("auto", "Torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+    precision: str = precision_arg()
     resume: str | None = arg(None, "Run folder (or checkpoint file) to continue from.")
 
     def check(self) -> None:
@@ -62,6 +69,7 @@ class Config:
             raise UsageError(f"--device: {self.device!r} is not one of auto, cpu, mps, cuda, cuda:N")
 
 
+GLOBAL_BATCH = ("batch_size",)  # data parallel under torchrun
 SMOKE = {"dataset": "synthetic", "epochs": 2, "batch_size": 32, "num_filters": 4, "n_images": 16, "save_every": 1}
 
 
@@ -103,33 +111,43 @@ def snapshot_epochs(epochs: int, save_every: int) -> set[int]:
 
 
 # -- evaluation -------------------------------------------------------------------------------------------------------
-def evaluate_test(model, data: AAEData, batch_size: int = 1000) -> dict[str, float]:
-    """Test reconstruction MSE (mean over images and pixels) and discriminator accuracy on test codes vs prior."""
+def evaluate_test(model, data: AAEData, batch_size: int = 1000, prior=None) -> dict[str, float]:
+    """Test reconstruction MSE (mean over images and pixels) and discriminator accuracy on test codes vs prior
+    samples (``prior``: one row per test image; none: fresh draws), of this rank's part of the test split (all of it
+    in one process); ``n`` = its images, by which the engine weighs the ranks' averages."""
     import torch
 
+    from dl1.models.aae import prior_like
+    from dl1.train import distributed
+
+    part = distributed.shard(len(data.x_test))
+    x_test, prior = data.x_test[part], None if prior is None else prior[part]
     model.eval()
     sq_err, n_pix, correct, n = 0.0, 0, 0, 0
     with torch.no_grad():
-        for start in range(0, len(data.x_test), batch_size):
-            x = scale(data.x_test[start:start + batch_size])                    # (b, 1, 28, 28)
+        for start in range(0, len(x_test), batch_size):
+            x = scale(x_test[start:start + batch_size])                         # (b, 1, 28, 28)
             recon, z = model(x)
-            sq_err += float(((recon - x) ** 2).sum())
+            sq_err += float(((recon.float() - x) ** 2).sum())
             n_pix += x.numel()
-            real = model.discriminator(torch.randn_like(z))                     # (b, 1)
+            real = model.discriminator(prior_like(z) if prior is None else prior[start:start + batch_size])
             fake = model.discriminator(z)
             correct += int((real > 0).sum() + (fake < 0).sum())
             n += 2 * len(x)
     model.train()
-    return {"recon_loss": sq_err / max(n_pix, 1), "disc_accuracy": correct / max(n, 1)}
+    return {"recon_loss": sq_err / max(n_pix, 1), "disc_accuracy": correct / max(n, 1), "n": len(x_test)}
 
 
 def take_snapshot(model, data: AAEData, run: Run, epoch: int, idx: np.ndarray, prior_z, step: int = 0) -> None:
     """Write ``snapshots/epoch_NNN.npz``: fixed test images, their reconstructions, decoded fixed prior draws (and
-    show the grids in TensorBoard at ``step``, with ``--tensorboard``)."""
+    show the grids in TensorBoard at ``step``, with ``--tensorboard``).  Nothing on ranks > 0 (rank 0 writes; the
+    weights are the same on every rank, and a snapshot draws nothing from the random stream)."""
     import torch
 
     from dl1.report.aae import save_snapshot, tensorboard_images, to_uint8
 
+    if not run.enabled:
+        return
     model.eval()
     with torch.no_grad():
         x = scale(data.x_test[torch.as_tensor(idx, device=data.x_test.device)])
@@ -158,15 +176,22 @@ def build(cfg: Config, device):
     return model, optimizers
 
 
-def make_train_step(model, trainer, lambda_: float):
-    """One batch: autoencoder update, then discriminator update on the same (detached) codes."""
+def make_train_step(model, trainer, lambda_: float, prior=None):
+    """One batch: autoencoder update, then discriminator update on the same (detached) codes against prior samples:
+    this rank's rows of the global batch's draws of ``prior`` (a :class:`~dl1.models.aae.PriorDraws`) keyed by the
+    step (none: fresh draws from the random stream)."""
+    from dl1.train import distributed
+
+    info = distributed.current()
 
     def train_step(batch) -> dict[str, Any]:
         x = scale(batch[0])                                                    # (B, 1, 28, 28) in [-1, 1]
+        z_real = None if prior is None else \
+            prior.draw(trainer.step, len(x) * info.world_size, slice(info.rank, None, info.world_size))  # (B, z_dim)
         recon_x, z = model(x)                                                  # (B, 1, 28, 28), (B, z_dim)
         ae_loss, ae_parts = model.get_loss_autoencoder(x, recon_x, z, lambda_)
         trainer.backward_step(ae_loss, "ae")                                   # Adam: encoder + decoder only
-        disc_loss, d_parts = model.get_loss_discriminator(z)                   # z is detached inside
+        disc_loss, d_parts = model.get_loss_discriminator(z, z_real)           # z is detached inside
         trainer.backward_step(disc_loss, "disc")                               # SGD: discriminator only
         d_parts["disc_accuracy"] = d_parts.pop("accuracy")
         return {**ae_parts, **d_parts}
@@ -179,16 +204,17 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
 
     from dl1.data.images import class_cycle_indices
     from dl1.data.loaders import TensorBatches
-    from dl1.models.aae import AdversarialAE
+    from dl1.models.aae import AdversarialAE, PriorDraws
     from dl1.models.vae import check_step_memory
     from dl1.runtime import available_memory, choose_device, seed_everything
-    from dl1.train import Trainer
+    from dl1.train import Trainer, distributed
 
     seed_everything(cfg.seed)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     device = choose_device(cfg.device)
+    info, batch_size = distributed.current(), distributed.local_batch(cfg.batch_size)  # this rank's share
     check_step_memory(lambda: AdversarialAE(cfg.z_dim, num_filters=cfg.num_filters),
-                      AdversarialAE.activation_floats(cfg.num_filters), cfg.batch_size, available_memory(device),
+                      AdversarialAE.activation_floats(cfg.num_filters), batch_size, available_memory(device),
                       what=f"the AAE (--num_filters {cfg.num_filters})", where=str(device))
     data = load_data(cfg, device)
     model, optimizers = build(cfg, device)
@@ -197,26 +223,31 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
                                     "z_dim": cfg.z_dim, "lambda_": cfg.lambda_, "tag": tag})
     idx = class_cycle_indices(data.y_test.cpu().numpy(), cfg.n_images // 2)
     prior_z = torch.randn(cfg.n_images, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    prior = PriorDraws(cfg.seed, cfg.z_dim, device)  # the same draws on every rank (each takes its rows)
+    test_prior = prior.draw(-1, len(data.x_test))     # the same prior samples at every evaluation
     chosen = snapshot_epochs(cfg.epochs, cfg.save_every)
 
-    trainer = Trainer(run, {"model": model}, optimizers, epochs=cfg.epochs, monitor=None, device=device, desc="aae")
+    trainer = Trainer(run, {"model": model}, optimizers, epochs=cfg.epochs, monitor=None, device=device, desc="aae",
+                      precision=cfg.precision)
 
     def evaluate(epoch: int) -> dict[str, dict[str, float]]:
         if epoch in chosen:
             take_snapshot(model, data, run, epoch, idx, prior_z, trainer.step)
-        return {"test": evaluate_test(model, data)}
+        return {"test": evaluate_test(model, data, prior=test_prior)}
 
     def batches(epoch: int):
-        return TensorBatches(data.x_train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
+        return TensorBatches(data.x_train, batch_size=batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                             rank=info.rank, world_size=info.world_size)
 
     if not (run.dir / "snapshots" / "epoch_000.npz").exists():
         take_snapshot(model, data, run, 0, idx, prior_z)                      # "0 epochs": before any update
-    result = trainer.fit(batches, make_train_step(model, trainer, cfg.lambda_), evaluate, resume=cfg.resume)
+    result = trainer.fit(batches, make_train_step(model, trainer, cfg.lambda_, prior), evaluate, resume=cfg.resume)
     figures = make_figures(run.dir) if run.enabled else []
     train_hist, test_hist = run.metrics("train"), run.metrics("test")
     return run.finish(
         dataset=cfg.dataset, synthetic=data.synthetic, device=str(device), epochs_run=result["epochs_run"],
-        steps=result["steps"], n_train=len(data.x_train), n_test=len(data.x_test),
+        steps=result["steps"], train_time_s=result["train_time_s"], n_train=len(data.x_train),
+        n_test=len(data.x_test),
         test={"recon_loss": test_hist[-1]["recon_loss"], "disc_accuracy": test_hist[-1]["disc_accuracy"]},
         train={k: train_hist[-1][k] for k in ("recon_loss", "gen_loss", "disc_loss", "disc_accuracy")},
         history={"epoch": [r["epoch"] for r in train_hist],

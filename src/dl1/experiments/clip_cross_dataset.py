@@ -4,6 +4,8 @@
 either dataset; its type, shape and CLIP architecture come from the checkpoint), builds the text classifier of the 110
 class names (CIFAR-10's, then CIFAR-100's: the two sets are disjoint), shifts the CIFAR-100 labels by +10 and reports
 the top-1 on each test set and the sample-weighted total ``(acc10 * N10 + acc100 * N100) / (N10 + N100)``.
+``--precision bf16|fp16`` evaluates under that autocast with the frozen CLIP kept in that dtype on a GPU.  One process
+(an evaluation: refused under torchrun).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dl1.config import arg, config_to_dict
+from dl1.config import arg, config_to_dict, precision_arg
 from dl1.errors import UsageError
-from dl1.hub.clip import DATA_FIELDS, DEFAULT_ARCH, PROMPT_FIELDS, WEIGHTS_HELP, clip_choice
+from dl1.hub.clip import DATA_FIELDS, DEFAULT_ARCH, GPU_PRECISION_NOTE, PROMPT_FIELDS, WEIGHTS_HELP, clip_choice
 from dl1.runtime import Run, choose_device, seed_everything
 
 
@@ -40,7 +42,7 @@ class Config:
     max_batches: int = arg(0, "Evaluate at most this many batches per dataset (0 = all).", min=0, max=10**9)
     seed: int = arg(0, "Random seed (the noise).", min=0, max=2**32 - 1)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
-    amp: bool = arg(True, "float16 autocast on CUDA.")
+    precision: str = precision_arg(note=GPU_PRECISION_NOTE)
 
     def __post_init__(self) -> None:  # a mini-clip run folder -> its weights file
         object.__setattr__(self, "clip_weights", clip_choice(DEFAULT_ARCH, self.clip_weights)[1])
@@ -81,6 +83,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     from dl1.hub.clip import get_clip, read_prompt_checkpoint
     from dl1.models.clip import text_features
     from dl1.models.prompt_clip import build_prompted_clip, count_parameters, evaluate
+    from dl1.train.precision import autocast, frozen_dtype
 
     seed_everything(cfg.seed)
     device = choose_device(cfg.device)
@@ -98,12 +101,14 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     parts, classes = load_parts(cfg, bundle.preprocess, run, batch)
     text = text_features(bundle.model, bundle.tokenizer, classes, (cfg.text_prompt_template,), device)  # (110, D)
     model = build_prompted_clip(bundle.model, text, saved).to(device)
+    model.keep_frozen_in(frozen_dtype(cfg.precision, device))
     model.load_prompt(prompt, cfg.resume)
     results = {}
     for name, dataset in parts.items():
         torch.manual_seed(cfg.seed)
         limited = batches(dataset, cfg.batch_size, device, num_workers=cfg.num_workers, limit=cfg.max_batches)
-        results[name] = evaluate(model, limited, device, cfg.amp)
+        with autocast(cfg.precision, device):
+            results[name] = evaluate(model, limited, device)
         run.log(0, name, results[name])
     results["total"] = weighted_total({k: results[k] for k in parts})
     run.log(0, "total", results["total"])

@@ -7,6 +7,13 @@ prompt alone); validation and test top-1 (%, sample-weighted) of the *best* prom
 preprocessing, with the prompt, CLIP and data (dataset, real or synthetic files, text template) of the checkpoint; a
 flag contradicting them is refused unless ``--transfer`` asks for another dataset or template on purpose.  The
 prompt's limits come from the architecture's name and are checked before anything is loaded.
+
+``--precision bf16|fp16`` runs the forward passes under autocast and keeps the frozen CLIP in that dtype on a GPU (the
+prompt, its gradient, the logits and the loss stay float32).  Under ``torchrun --nproc_per_node N -m dl1 run
+clip-prompt ...`` it trains data parallel: each rank takes ``--batch_size / N`` images of every global batch (only the
+prompt's gradient is averaged; the frozen CLIP is never sent) and scores its part of the validation split; the
+evaluations after training (best prompt on val, test, noisy test) run whole on every rank; rank 0 writes the run
+folder.  ``--evaluate`` is one process (refused under torchrun).
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dl1.config import arg, config_to_dict
+from dl1.config import arg, config_to_dict, precision_arg
 from dl1.data.fashion_clip import DATASETS as FASHION_DATASETS
 from dl1.errors import UsageError
 from dl1.hub.clip import (
     DATA_FIELDS,
+    GPU_PRECISION_NOTE,
     MAX_IMAGE_SIZE,
     MAX_PROMPT_TOKENS,
     MINI_ARCH,
@@ -30,7 +38,7 @@ from dl1.hub.clip import (
     clip_choice,
     input_size,
 )
-from dl1.runtime import Run, checkpoint_file, choose_device, seed_everything
+from dl1.runtime import Run, checkpoint_file, choose_device, seed_everything, world_size
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class Config:
                                                  f"checkpoint's).")
     val_size: int = arg(10_000, "Training images held out (seeded) for validation: 40,000/10,000 on CIFAR.", min=1,
                         max=1_000_000)
-    batch_size: int = arg(128, "Mini-batch size.", min=1, max=4096)
+    batch_size: int = arg(128, "Mini-batch size (training and evaluation), the global batch under torchrun (each "
+                               "of N ranks takes 1/N of it).", min=1, max=4096)
     num_workers: int = arg(4, "DataLoader worker processes (resize to 224 px happens there).", min=0, max=64)
     epochs: int = arg(1000, "Maximum number of epochs (the reference runs used 40 with --patience 5).", min=1,
                       max=100_000)
@@ -90,7 +99,7 @@ class Config:
     seed: int = arg(0, "Random seed (prompt init, validation split, shuffling, random patch locations).", min=0,
                     max=2**32 - 1)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
-    amp: bool = arg(True, "float16 mixed precision on CUDA (no effect elsewhere).")
+    precision: str = precision_arg(note=GPU_PRECISION_NOTE)
     threads: int = arg(0, "torch CPU threads (0 = torch's default).", min=0, max=1024)
 
     def __post_init__(self) -> None:  # training: the data defaults; --evaluate takes them from the checkpoint
@@ -120,16 +129,20 @@ class Config:
             raise UsageError(f"--arch {TINY_ARCH} is a random test model; it takes no --clip_weights")
 
 
+GLOBAL_BATCH = ("batch_size",)  # data parallel under torchrun
 SMOKE = {"arch": TINY_ARCH, "image_size": 64, "synthetic_data": True, "prompt_size": 8,
          "val_size": 16, "batch_size": 16, "num_workers": 0, "epochs": 2, "warmup": 2, "learning_rate": 1.0,
          "visualize_prompt": True, "test_noise": True}
 
 
 def preflight(cfg: Config) -> None:
-    """The prompt's limits for ``--arch`` (from its name and config file; no model is built, open_clip not imported).
-    With ``--evaluate`` the prompt comes from the checkpoint, which is checked when it is read."""
+    """The prompt's limits for ``--arch`` (from its name and config file; no model is built, open_clip not imported),
+    then a ``--precision`` the device cannot run (torch is imported for that only when it is not fp32).  With
+    ``--evaluate`` the prompt comes from the checkpoint, which is checked when it is read."""
     from dl1.hub.clip import check_prompt
 
+    if cfg.evaluate and world_size() > 1:
+        raise UsageError("--evaluate scores a checkpoint in one process: start it without torchrun")
     if cfg.dataset in FASHION_DATASETS and not cfg.synthetic_data:  # the plain name is checked by every experiment
         from dl1.data import vision
 
@@ -159,9 +172,10 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     model = build_model(cfg, bundle, data["classes"], device)
     print(describe(model, cfg, data, device), flush=True)
     save_initial_prompt(model, run)
-    fit = train(cfg, run, model, data, device)
-    results = measure(cfg, run, model, data, device, ("val", "test", "test_noisy"), fit["steps"], prefix="best_")
-    if cfg.visualize_prompt:
+    trainer, fit = train(cfg, run, model, data, device)
+    with trainer.autocast():  # the best prompt, in the precision it trained and validated in
+        results = measure(cfg, run, model, data, device, ("val", "test", "test_noisy"), fit["steps"], prefix="best_")
+    if cfg.visualize_prompt and run.enabled:
         make_figures(run.dir)
     return run.finish(results=results, best_epoch=fit["best_epoch"], epochs_run=fit["epochs_run"],
                       steps=fit["steps"], stopped_early=fit["stopped_early"], **model_info(model, bundle),
@@ -179,24 +193,27 @@ def load_bundle(cfg: Config, device):
 
 def load_data(cfg: Config, bundle, run: Run, device) -> dict[str, Any]:
     """The splits (train/val unless ``--evaluate``; test; test_noisy with ``--test_noise``) and the class names."""
-    from dl1.data.clip import cifar_folder, prompt_splits
+    from dl1.data.clip import cifar_folder, prompt_splits, synthetic_folder
 
-    synthetic = run.path("synthetic_data") if cfg.synthetic_data else None
+    synthetic = synthetic_folder(run) if cfg.synthetic_data else None
     folder = cifar_folder(cfg.data_dir, synthetic, [cfg.dataset], n_train=48, n_test=24, seed=cfg.seed)
     return prompt_splits(cfg.dataset, folder, bundle.preprocess, device, cfg.preprocess, val_size=cfg.val_size,
                          seed=cfg.seed, train=not cfg.evaluate, test_noise=cfg.test_noise)
 
 
 def build_model(cfg: Config, bundle, classes: list[str], device):
-    """``VisualPromptCLIP`` or ``DeepPromptCLIP`` on the frozen CLIP, with the text classifier of ``classes``."""
+    """``VisualPromptCLIP`` or ``DeepPromptCLIP`` on the frozen CLIP, with the text classifier of ``classes``
+    (computed in float32); the CLIP is then kept in the dtype fastest for ``--precision`` on ``device``."""
     from dl1.models.clip import text_features
     from dl1.models.prompt_clip import build_prompted_clip
+    from dl1.train.precision import frozen_dtype
 
     text = text_features(bundle.model, bundle.tokenizer, classes, (cfg.text_prompt_template,), device)  # (C, D)
     try:
-        return build_prompted_clip(bundle.model, text, config_to_dict(cfg)).to(device)
+        model = build_prompted_clip(bundle.model, text, config_to_dict(cfg)).to(device)
     except ValueError as exc:  # a prompt this model cannot take (checked before, from the architecture's name)
         raise UsageError(str(exc)) from None
+    return model.keep_frozen_in(frozen_dtype(cfg.precision, device))
 
 
 def make_optimizer(cfg: Config, model, steps_per_epoch: int):
@@ -210,49 +227,59 @@ def make_optimizer(cfg: Config, model, steps_per_epoch: int):
     return optimizer, warmup_cosine(optimizer, cfg.warmup, cfg.epochs * steps_per_epoch)
 
 
-def train(cfg: Config, run: Run, model, data: dict[str, Any], device) -> dict[str, Any]:
-    """The Trainer loop: shuffled training batches, validation top-1 monitored, per-step schedule, checkpoints."""
+def train(cfg: Config, run: Run, model, data: dict[str, Any], device):
+    """The Trainer loop: shuffled training batches (this rank's share of each global batch under torchrun),
+    validation top-1 monitored, per-step schedule, checkpoints.  Returns the trainer (best prompt loaded) and the
+    fit's result."""
     import torch
 
     from dl1.data.clip import batches
-    from dl1.train import Trainer
+    from dl1.train import Trainer, distributed
 
-    n_batches = len(batches(data["train"], cfg.batch_size, device))
+    info, per_rank = distributed.current(), distributed.local_batch(cfg.batch_size)
+    n_batches = -(-len(data["train"]) // cfg.batch_size)  # one process's steps per epoch with the global batch
     optimizer, scheduler = make_optimizer(cfg, model, min(n_batches, cfg.max_batches or n_batches))
     trainer = Trainer(run, {"prompt": model.prompt_learner}, {"prompt": optimizer}, epochs=cfg.epochs,
                       monitor="val/top1", mode="max", schedulers={"prompt": scheduler}, patience=cfg.patience,
-                      device=device, amp=cfg.amp, desc="clip-prompt", max_batches=cfg.max_batches,
+                      device=device, precision=cfg.precision, desc="clip-prompt", max_batches=cfg.max_batches,
                       extra_state=lambda: {"config": config_to_dict(cfg), "classes": list(data["classes"])})
     criterion = torch.nn.CrossEntropyLoss()
 
-    def train_step(batch) -> dict[str, Any]:
+    def train_step(batch) -> dict[str, Any]:  # under the engine's autocast
         images, targets = (t.to(device, non_blocking=True) for t in batch)
-        with trainer.autocast():
-            logits = model(images)  # (B, C)
-            loss = criterion(logits.float(), targets)
+        logits = model(images)  # (b, C) float32
+        loss = criterion(logits, targets)
         trainer.backward_step(loss)
         return {"loss": loss.detach(), "top1": 100.0 * (logits.argmax(-1) == targets).float().mean()}
 
     def train_batches(epoch: int):
         model.train()  # the prompt only: the CLIP stays in eval mode
-        return batches(data["train"], cfg.batch_size, device, shuffle=True, seed=cfg.seed, epoch=epoch,
-                       num_workers=cfg.num_workers)
+        return batches(data["train"], per_rank, device, shuffle=True, seed=cfg.seed, epoch=epoch,
+                       num_workers=cfg.num_workers, rank=info.rank, world_size=info.world_size)
 
-    def validate(epoch: int) -> dict[str, dict[str, Any]]:
-        return {"val": score(cfg, model, data["val"], device)}
+    def validate(epoch: int) -> dict[str, dict[str, Any]]:  # this rank's part; the engine weights the parts by n
+        return {"val": score(cfg, model, data["val"], device, shard=True)}
 
     fit = trainer.fit(train_batches, train_step, validate, resume=cfg.resume)
     trainer.load_best()
-    return fit
+    return trainer, fit
 
 
-def score(cfg: Config, model, split, device) -> dict[str, float]:
-    """Loss and top-1 of ``model`` on one split (its first ``--max_batches`` batches when that is set)."""
-    from dl1.data.clip import batches
+def score(cfg: Config, model, split, device, shard: bool = False) -> dict[str, float]:
+    """Loss, top-1 and ``n`` of ``model`` on one split (its first ``--max_batches`` batches when that is set), in the
+    caller's precision.  With ``shard`` under torchrun, this rank's part (every N-th image, batches of
+    ``--batch_size / N``: the ranks' parts of a batch are one process's batch)."""
+    from dl1.data.clip import batches, eval_shard
     from dl1.models.prompt_clip import evaluate
+    from dl1.train import distributed
 
-    split_batches = batches(split, cfg.batch_size, device, num_workers=cfg.num_workers, limit=cfg.max_batches)
-    return evaluate(model, split_batches, device, cfg.amp)
+    info = distributed.current() if shard else distributed.DistInfo()
+    part, size = eval_shard(split, info.rank, info.world_size), cfg.batch_size // info.world_size
+    split_batches = batches(part, size, device, num_workers=cfg.num_workers, limit=cfg.max_batches)
+    result = evaluate(model, split_batches, device, allow_empty=info.enabled)
+    mine, rank0 = (min(-(-n // size), cfg.max_batches or n) for n in (len(part), -(-len(split) // info.world_size)))
+    model.skip_draws(rank0 - mine)  # a random patch is drawn per batch: every rank's draws stay rank 0's
+    return result
 
 
 def measure(cfg: Config, run: Run, model, data: dict[str, Any], device, splits: tuple[str, ...], step: int,
@@ -279,6 +306,7 @@ def evaluate_checkpoint(cfg: Config, run: Run, device) -> dict[str, Any]:
     checkpoint was trained on (or, with ``--transfer``, on the data asked for)."""
     from dl1.hub.clip import checkpoint_config, read_prompt_checkpoint
     from dl1.report.clip_prompt import data_info, model_info
+    from dl1.train.precision import autocast
 
     prompt, saved = read_prompt_checkpoint(cfg.resume, device)
     cfg, transfer = checkpoint_config(cfg, saved, cfg.resume)
@@ -288,7 +316,8 @@ def evaluate_checkpoint(cfg: Config, run: Run, device) -> dict[str, Any]:
     data = load_data(cfg, bundle, run, device)
     model = build_model(cfg, bundle, data["classes"], device)
     model.load_prompt(prompt, cfg.resume)
-    results = measure(cfg, run, model, data, device, ("test", "test_noisy"), 0)
+    with autocast(cfg.precision, device):  # this evaluation's --precision (not the training run's)
+        results = measure(cfg, run, model, data, device, ("test", "test_noisy"), 0)
     if "test_noisy" in results:
         results["noise_drop"] = results["test"]["top1"] - results["test_noisy"]["top1"]
     return run.finish(results=results, checkpoint=str(cfg.resume), trained_on=saved.get("dataset"),

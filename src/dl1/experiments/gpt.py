@@ -5,6 +5,11 @@ the first 90 % of the text, evaluates the loss on every character of the last 10
 logs a generated sample each time, keeps ``best.pt`` (model + tokenizer + model config: ``dl1 generate`` needs nothing
 else) and resumes with ``--resume RUN_DIR``.  ``--preset nanogpt-cpu`` is nanoGPT's CPU recipe on tiny Shakespeare.
 
+Under ``torchrun --nproc_per_node N -m dl1 run gpt ...`` it trains data parallel: ``--train_batch_size`` is the global
+batch, each rank takes ``--train_batch_size / N`` of every step's random windows (see
+:func:`dl1.data.text.random_batches`: N ranks train on exactly the windows one process draws), validation scores each
+rank's share of the split's windows and adds the sums up, and rank 0 writes the run folder.
+
 Where the defaults differ from the course's train.py: the last 10 % of the text is held out for validation (the course
 trains on the whole text and validates nothing); the learning rate warms up over 100 iterations, then decays along a
 cosine to a tenth of its peak (the course keeps 5e-4 constant); training stops after 5,000 iterations (the course: 100
@@ -19,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from dl1.config import arg
+from dl1.config import arg, precision_arg
 from dl1.errors import DL1Error, UsageError
 from dl1.generate import MAX_TOKENS
 from dl1.models.gpt_config import ACTIVATION_NAMES, SIZES, GPTConfig
@@ -43,7 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "nanogpt-cpu": dict(_NANOGPT, n_layer=4, n_head=4, n_embd=128, block_size=64, train_batch_size=12, max_iters=2000,
                         dropout=0.0, eval_interval=500),
     "nanogpt-gpu": dict(_NANOGPT, n_layer=6, n_head=6, n_embd=384, block_size=256, train_batch_size=64,
-                        max_iters=5000, dropout=0.2, eval_interval=250),
+                        max_iters=5000, dropout=0.2, eval_interval=250, precision="bf16"),
 }
 DEFAULT_ITERS = 5000
 MAX_ITERS = 10**8  # a bound for every iteration count (nanoGPT's recipes use 2000 and 5000)
@@ -59,7 +64,9 @@ class Config:
     val_fraction: float = arg(0.1, "Fraction of the text (its end) held out for validation (the course: 0, it trains "
                                    "on the whole text).", min=0.0, max=0.5)
     preset: str = arg("none", "A whole recipe: its values become the defaults (explicit flags win). course = the "
-                              "course's training; nanogpt-cpu / nanogpt-gpu = nanoGPT's recipes on tiny Shakespeare.",
+                              "course's training; nanogpt-cpu / nanogpt-gpu = nanoGPT's recipes on tiny Shakespeare "
+                              "(nanogpt-gpu in bf16 as nanoGPT; on a GPU without bfloat16 add --precision fp16, "
+                              "nanoGPT's fallback).",
                       choices=("none", *PRESETS))
     model_type: str | None = arg("gpt-mini", "Named model size (gpt-mini = 6 layers, 6 heads, width 192); "
                                              "ignored when --n_layer --n_head --n_embd are given.",
@@ -72,7 +79,8 @@ class Config:
     activation: str = arg("gelu_tanh", "MLP activation: gelu_tanh (GPT-2's, the course's NewGELU) or gelu (exact, "
                                        "nanoGPT's; about 2x cheaper on CPU).", choices=ACTIVATION_NAMES)
     block_size: int = arg(128, "Context length in characters.", min=1, max=1_048_576)
-    train_batch_size: int = arg(128, "Random windows per training step.", min=1, max=MAX_BATCH)
+    train_batch_size: int = arg(128, "Random windows per training step, the global batch under torchrun (each of N "
+                                     "ranks takes 1/N).", min=1, max=MAX_BATCH)
     learning_rate: float = arg(5e-4, "Peak AdamW learning rate.", min=0.0, max=10.0, min_inclusive=False)
     min_lr: float | None = arg(None, "Learning rate at the end of the cosine decay (default learning_rate / 10; the "
                                      "course has no decay).",
@@ -104,7 +112,7 @@ class Config:
     seed: int = arg(0, "Random seed (model init, batches, samples).", min=0, max=2**32 - 1)
     device: str = arg("auto", "Device: auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps.")
     threads: int = arg(0, "torch CPU threads (0 = torch's default).", min=0, max=4096)
-    amp: bool = arg(False, "Mixed precision (float16) on CUDA.")
+    precision: str = precision_arg()
     resume: str | None = arg(None, "Run folder (or checkpoint) to continue from.")
 
     def check(self) -> None:
@@ -116,6 +124,7 @@ class Config:
             raise UsageError(f"dl1 run gpt: {exc}") from None
 
 
+GLOBAL_BATCH = ("train_batch_size",)  # data parallel under torchrun
 SMOKE = {"txt_file": "synthetic", "model_type": None, "n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16,
          "train_batch_size": 8, "max_iters": 20, "eval_interval": 10, "sample_tokens": 20, "warmup_iters": 2,
          "final_sample_tokens": 50}
@@ -160,7 +169,12 @@ def preflight(cfg: Config) -> None:
 @dataclass
 class GPTRun:
     """One training run's wiring and the state the Trainer's callbacks share: the training-loss window (saved in
-    every checkpoint, so a resumed run logs exactly what an uninterrupted one does) and the newest validation."""
+    every checkpoint, so a resumed run logs exactly what an uninterrupted one does) and the newest validation.
+
+    Under torchrun every rank runs every step, so the collectives here are safe: the logged training loss is the
+    window averaged over the ranks, the window is averaged over the ranks whenever a checkpoint is built (the logged
+    mean is unchanged, and a resumed run continues from exactly the state the uninterrupted one has), and a
+    validation adds up the loss sums of the ranks' shares of the split (every rank gets the whole split's mean)."""
 
     cfg: Config
     run: Run
@@ -174,6 +188,9 @@ class GPTRun:
     last_val: tuple[int, float] | None = None  # (step, loss) of the newest validation
 
     def extra_state(self) -> dict[str, Any]:
+        from dl1.train import distributed
+
+        self.loss_sum = distributed.all_reduce_mean(self.loss_sum)  # the window in the checkpoint is the ranks' mean
         return {"tokenizer": self.corpus.tokenizer.state_dict(), "model_config": self.model.config.to_dict(),
                 "corpus": {"path": self.corpus.path, "encoding": self.corpus.encoding},
                 "train_window": {"sum": self.loss_sum.detach().clone(), "count": self.loss_count}}
@@ -189,21 +206,25 @@ class GPTRun:
 
     def train_batches(self, epoch: int):
         from dl1.data.text import random_batches
+        from dl1.train import distributed
 
-        cfg = self.cfg
+        cfg, info = self.cfg, distributed.current()
         n = min(cfg.eval_interval, self.iters - epoch * cfg.eval_interval)
         seed = cfg.seed * 1_000_003 + epoch  # a fresh, reproducible stream per interval: exact resume
-        return random_batches(self.corpus, n, cfg.train_batch_size, cfg.block_size, seed)
+        return random_batches(self.corpus, n, cfg.train_batch_size, cfg.block_size, seed, rank=info.rank,
+                              world_size=info.world_size)  # this rank's rows of every step's global batch
 
     def train_step(self, batch) -> dict[str, Any]:
-        x, y = (t.to(self.trainer.device, non_blocking=True) for t in batch)
-        with self.trainer.autocast():
-            _, loss = self.model(x, y)
+        from dl1.train import distributed
+
+        x, y = (t.to(self.trainer.device, non_blocking=True) for t in batch)  # (b, T) each
+        _, loss = self.model(x, y)  # under the engine's autocast
         self.trainer.backward_step(loss)
         self.loss_sum += loss.detach()
         self.loss_count += 1
         if self.trainer.step % self.cfg.log_interval == 0:  # the only host sync of the step
-            self.run.log(self.trainer.step, "train_iter", {"loss": self.loss_sum.item() / self.loss_count,
+            window = distributed.all_reduce_mean(self.loss_sum)  # every rank is here at this step
+            self.run.log(self.trainer.step, "train_iter", {"loss": window.item() / self.loss_count,
                                                            "lr": self.trainer.lr()})
             self.loss_sum.zero_()
             self.loss_count = 0
@@ -222,7 +243,7 @@ class GPTRun:
             self.last_val = (step, results["val"]["loss"])
         if self.trainer.train_batches:
             self.run.log(step, "speed", self.speed(), epoch=epoch, eval_s=round(time.perf_counter() - t0, 3))
-        if cfg.sample_tokens:
+        if cfg.sample_tokens and self.run.enabled:  # logged by rank 0 alone (its own generator: no stream touched)
             texts = generate(self.model, self.corpus.tokenizer, self.prompt, cfg.generate_batch_size,
                              cfg.sample_tokens, seed=cfg.seed + epoch)
             for i, text in enumerate(texts):
@@ -230,10 +251,22 @@ class GPTRun:
         return results
 
     def loss(self, split: str, max_windows: int | None = None) -> float:
-        from dl1.models.gpt import mean_loss
+        """Mean loss over every character of ``split`` (or its first ``max_windows`` windows); under torchrun each
+        rank scores its share of the windows and the sums are added up: every rank returns the whole split's mean."""
+        import torch
 
-        windows = self.corpus.eval_windows(split, self.cfg.block_size, self.cfg.eval_batch_size, max_windows)
-        return mean_loss(self.model, windows, self.trainer.device)
+        from dl1.models.gpt import summed_loss
+        from dl1.train import distributed
+
+        cfg = self.cfg
+        part = distributed.shard(self.corpus.count_eval_windows(split, cfg.block_size, max_windows))
+        windows = self.corpus.eval_windows(split, cfg.block_size, cfg.eval_batch_size, max_windows, part=part)
+        total, count = summed_loss(self.model, windows, self.trainer.device)
+        sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=total.device)])
+        if distributed.current().enabled:
+            sums = distributed.all_reduce_mean(sums)  # the ratio of the means is the ratio of the sums
+        total, count = sums.tolist()
+        return total / max(count, 1.0)
 
     def speed(self) -> dict[str, float]:
         t, tokens = self.trainer, self.cfg.train_batch_size * self.cfg.block_size
@@ -246,9 +279,10 @@ class GPTRun:
 
         cfg, corpus, trainer, model, run = self.cfg, self.corpus, self.trainer, self.model, self.run
         fresh = self.last_val is not None and self.last_val[0] == trainer.step  # the newest validation is final
-        val_loss = (self.last_val[1] if fresh else self.loss("val")) if len(corpus.val) else None
-        # the training loss in eval mode on as many characters as the validation split (100,000 without one)
-        train_loss = self.loss("train", max_windows=max(1, (len(corpus.val) or 100_000) // cfg.block_size))
+        with trainer.autocast():  # in the precision it trained and validated in
+            val_loss = (self.last_val[1] if fresh else self.loss("val")) if len(corpus.val) else None
+            # the training loss in eval mode on as many characters as the validation split (100,000 without one)
+            train_loss = self.loss("train", max_windows=max(1, (len(corpus.val) or 100_000) // cfg.block_size))
         trainer.load_best()
         sample = generate(model, corpus.tokenizer, self.prompt, 1, cfg.final_sample_tokens, seed=cfg.seed)[0] \
             if cfg.final_sample_tokens else ""
@@ -272,7 +306,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     from dl1.generate import check_fits, read_gpt_checkpoint
     from dl1.models.gpt import GPT
     from dl1.runtime import checkpoint_file, choose_device, seed_everything
-    from dl1.train import Trainer, warmup_cosine
+    from dl1.train import Trainer, distributed, warmup_cosine
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -283,7 +317,9 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     corpus = load_corpus(cfg.txt_file, cfg.data_dir, cfg.val_fraction, cfg.encoding, cfg.block_size).to(device)
     tok = corpus.tokenizer
     config = model_config(cfg, tok.vocab_size)
-    check_fits(config, cfg.train_batch_size, device, training=True, batch_flag="--train_batch_size",
+    world = distributed.current().world_size  # memory is checked for this rank's share of the global batch
+    check_fits(config, distributed.local_batch(cfg.train_batch_size, "--train_batch_size"), device, training=True,
+               batch_flag="--train_batch_size" if world == 1 else f"per-rank --train_batch_size / {world} =",
                block_flag="--block_size")
     check_fits(config, cfg.eval_batch_size, device, training=False, batch_flag="--eval_batch_size")
     model = GPT(config).to(device)
@@ -300,7 +336,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
                               min_factor=min_lr / cfg.learning_rate)
     state.trainer = Trainer(run, {"model": model}, {"model": optimizer}, epochs=math.ceil(iters / cfg.eval_interval),
                             monitor="val/loss" if len(corpus.val) else None, schedulers={"model": scheduler},
-                            clip_grad_norm=cfg.clip_grad_norm or None, device=device, amp=cfg.amp,
+                            clip_grad_norm=cfg.clip_grad_norm or None, device=device, precision=cfg.precision,
                             extra_state=state.extra_state, desc="gpt")
     if cfg.resume:
         state.restore(read_gpt_checkpoint(checkpoint_file(cfg.resume, prefer="last"), mmap=True).extra)

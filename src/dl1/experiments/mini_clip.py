@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dl1.config import arg, config_to_dict
+from dl1.config import arg, config_to_dict, precision_arg
 from dl1.data.fashion_clip import SHIFTS
 from dl1.errors import UsageError
 from dl1.runtime import Run, choose_device, seed_everything
@@ -34,7 +34,7 @@ DEFAULT_PROMPTS = ("padding:4", "fixed_patch:1", "random_patch:1", "fixed_patch:
 IMAGE_SIZE = 28  # Fashion-MNIST's images, fed at their own size
 MODEL_FIELDS = ("patch_size", "width", "layers", "text_width", "text_layers", "embed_dim")
 TRAINING_FIELDS = (*MODEL_FIELDS, "epochs", "batch_size", "learning_rate", "weight_decay", "warmup", "val_size",
-                   "train_size", "max_batches", "seed", "synthetic_data", "data_dir")
+                   "train_size", "max_batches", "seed", "synthetic_data", "data_dir", "precision")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class Config:
                                       "settings, and reuse it when the same settings come again.")
     seed: int = arg(0, "Random seed (weights, split, captions, shuffling, prompts).", min=0, max=2**32 - 1)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, ...")
+    precision: str = precision_arg()
     threads: int = arg(0, "torch CPU threads (0 = torch's default).", min=0, max=1024)
 
     def check(self) -> None:
@@ -188,7 +189,7 @@ def train(cfg: Config, run: Run, folder: str | None, device) -> tuple[Path, dict
     steps = min(len(batches("train", drop_last=True)), cfg.max_batches or 10**12)
     trainer = Trainer(run, {"clip": model}, {"clip": optimizer}, epochs=cfg.epochs, monitor="val/top1", mode="max",
                       schedulers={"clip": warmup_cosine(optimizer, cfg.warmup, cfg.epochs * steps)}, device=device,
-                      desc="mini-clip", max_batches=cfg.max_batches,
+                      desc="mini-clip", max_batches=cfg.max_batches, precision=cfg.precision,
                       extra_state=lambda: {"config": config_to_dict(cfg), "model": model_cfg})
 
     def train_step(batch) -> dict[str, Any]:
@@ -225,6 +226,7 @@ def pipeline(cfg: Config, run: Run, weights: Path, device) -> None:
     # batch preprocessing: the raw uint8 images normalised per batch, the same numbers as per-image PIL (28 px in,
     # 28 px out: no resampling) without 70,000 PIL calls per sub-run
     common = ["--arch", "mini", "--clip_weights", str(weights), "--device", cfg.device, "--preprocess", "batch"]
+    prompt_common = [*common, "--precision", cfg.precision]
     common += ["--synthetic_data"] if cfg.synthetic_data else (["--data_dir", cfg.data_dir] if cfg.data_dir else [])
     shifted = f"fashion-mnist-{cfg.shift}"
     noise = (False, True) if cfg.test_noise else (False,)
@@ -240,7 +242,7 @@ def pipeline(cfg: Config, run: Run, weights: Path, device) -> None:
         shape = ["--prompt_type", "deep_prompt", "--injection_layer", str(value)] if method == "deep_prompt" else \
             ["--method", method, "--prompt_size", str(value)]
         say(run, f"prompt-{method}-{value}: clip-prompt on {shifted}")
-        execute("clip-prompt", [*common, "--dataset", shifted, *shape, "--epochs", str(cfg.prompt_epochs),
+        execute("clip-prompt", [*prompt_common, "--dataset", shifted, *shape, "--epochs", str(cfg.prompt_epochs),
                                 "--max_batches", str(cfg.prompt_batches), "--batch_size", str(cfg.prompt_batch_size),
                                 "--learning_rate", str(cfg.prompt_learning_rate), "--warmup", str(cfg.prompt_warmup),
                                 "--val_size", str(cfg.val_size), "--num_workers", "0", "--seed", str(cfg.seed),

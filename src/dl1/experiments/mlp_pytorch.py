@@ -5,8 +5,8 @@ The course's ``train_mlp_pytorch.py``: ``[Linear → (BatchNorm1d) → ELU] × h
 every epoch.  Trained by the shared engine (best checkpoint on ``val/acc``, resumable); the best-validation weights are
 evaluated on the test split.  Writes ``metrics.jsonl``, ``summary.json`` (test accuracy, confusion matrix, per-class
 precision/recall/F-β), ``checkpoints/{best,last}.pt`` and ``figures/{curves,confusion_matrix,f_beta}.png``.
-Under ``torchrun --nproc_per_node N -m dl1 run mlp-pytorch ...`` it trains with DistributedDataParallel (gloo on CPUs,
-NCCL on GPUs), each rank on its shard of every epoch; rank 0 writes the run folder.
+Under ``torchrun --nproc_per_node N -m dl1 run mlp-pytorch ...`` it trains data parallel (gloo on CPUs, NCCL on GPUs):
+each rank takes ``--batch_size / N`` images of every global batch; rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dl1.config import arg
+from dl1.config import arg, precision_arg
 from dl1.data.vision import CHOICES
 from dl1.runtime import Run, choose_device, seed_everything
 
@@ -31,16 +31,18 @@ class Config:
                                        max=MAX_WIDTH)
     lr: float = arg(0.1, "Learning rate of plain SGD.", min=0.0, max=100.0, min_inclusive=False)
     use_batch_norm: bool = arg(False, "Insert BatchNorm1d between every hidden Linear and its ELU.")
-    batch_size: int = arg(128, "Mini-batch size (the last incomplete training batch is dropped).", min=1,
-                          max=MAX_BATCH)
+    batch_size: int = arg(128, "Mini-batch size, the global batch under torchrun (each of N ranks takes 1/N of it; "
+                               "the last incomplete training batch is dropped).", min=1, max=MAX_BATCH)
     epochs: int = arg(10, "Number of passes over the training split.", min=1, max=MAX_EPOCHS)
     seed: int = arg(42, "Seed of the weights, the validation split and the shuffling.", min=0, max=MAX_SEED)
     data_dir: str | None = arg(None, "Folder holding the dataset (none: $DL1_DATA, else ./data).")
     dataset: str = arg("cifar10", "Dataset (synthetic = random clusters for smoke runs only).", choices=CHOICES)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+    precision: str = precision_arg()
     resume: str | None = arg(None, "Run folder (or checkpoint file) to continue from; --epochs may be raised.")
 
 
+GLOBAL_BATCH = ("batch_size",)  # data parallel under torchrun
 SMOKE = {"dataset": "synthetic", "epochs": 2, "hidden_dims": (32,), "batch_size": 64}
 
 
@@ -51,7 +53,7 @@ def evaluate(model, x, y) -> tuple[dict[str, float], np.ndarray]:
 
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([model(x[i:i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])        # (S, C)
+        logits = torch.cat([model(x[i:i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]).float()  # (S, C)
         loss = F.cross_entropy(logits, y).item()
         acc = (logits.argmax(1) == y).float().mean().item()
     return {"loss": loss, "acc": acc}, logits.softmax(1).cpu().numpy()
@@ -65,19 +67,19 @@ def fit(cfg: Config, run: Run, model, data: dict[str, Any]) -> tuple[Any, dict[s
     from dl1.data.loaders import TensorBatches
     from dl1.train import Trainer, distributed
 
-    info = distributed.env_info()  # under torchrun: DDP, each rank trains on its own shard of every epoch
-    trained = distributed.wrap(model, info)
+    info = distributed.current()  # under torchrun: each rank trains on its share of every global batch
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    trainer = Trainer(run, {"model": trained}, {"sgd": optimizer}, epochs=cfg.epochs, monitor="val/acc", mode="max",
-                      device=model.device, desc="mlp-pytorch")
+    trainer = Trainer(run, {"model": model}, {"sgd": optimizer}, epochs=cfg.epochs, monitor="val/acc", mode="max",
+                      device=model.device, desc="mlp-pytorch", precision=cfg.precision)
 
     def batches(epoch: int) -> TensorBatches:
-        return TensorBatches(data["x_train"], data["y_train"], batch_size=cfg.batch_size, shuffle=True,
-                             seed=cfg.seed, epoch=epoch, drop_last=True, rank=info.rank, world_size=info.world_size)
+        return TensorBatches(data["x_train"], data["y_train"], batch_size=distributed.local_batch(cfg.batch_size),
+                             shuffle=True, seed=cfg.seed, epoch=epoch, drop_last=True, rank=info.rank,
+                             world_size=info.world_size)
 
     def train_step(batch) -> dict[str, Any]:
-        x, y = batch                                                                               # (B, M), (B,)
-        logits = trained(x)                                                                        # (B, C)
+        x, y = batch                                                                               # (b, M), (b,)
+        logits = model(x)                                                                          # (b, C)
         loss = F.cross_entropy(logits, y)
         trainer.backward_step(loss)
         return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
@@ -94,26 +96,25 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     from dl1.data.vision import load_flat
     from dl1.metrics import test_report
     from dl1.models.mlp import MLP
-    from dl1.train import distributed
 
-    info = distributed.init_distributed()  # a no-op unless launched by torchrun
     seed_everything(cfg.seed)
-    device = distributed.device_for(info) if info.enabled else choose_device(cfg.device)
+    device = choose_device(cfg.device)
     arrays = load_flat(cfg.dataset, cfg.data_dir, cfg.seed, cfg.batch_size)
     data = {f"{k}_{s}": torch.from_numpy(getattr(arrays, f"{k}_{s}")).to(device)
             for k in ("x", "y") for s in ("train", "val", "test")}
     model = MLP(arrays.n_inputs, list(cfg.hidden_dims), arrays.n_classes, cfg.use_batch_norm).to(device)
     trainer, result = fit(cfg, run, model, data)
     trainer.load_best()
-    test, probs = evaluate(model, data["x_test"], data["y_test"])
+    with trainer.autocast():  # the precision it trained and validated in
+        test, probs = evaluate(model, data["x_test"], data["y_test"])
     run.log(trainer.step, "test", test, epoch=result["best_epoch"])
     val_accs = [r["acc"] for r in run.metrics("val")]
     summary = run.finish(test_accuracy=test["acc"], best_epoch=result["best_epoch"], val_accuracies=val_accs,
+                         steps=result["steps"], train_time_s=result["train_time_s"],
                          dataset=arrays.name, synthetic=arrays.name == "synthetic", device=str(device),
                          test=test_report(probs, arrays.y_test, test["loss"], arrays.classes))
     if run.enabled:
         make_figures(run.dir)
-    distributed.cleanup()
     return summary
 
 

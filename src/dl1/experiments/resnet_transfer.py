@@ -11,6 +11,11 @@ statistics drift to CIFAR.  Without augmentation (and with ``--bn_mode eval``) t
 change, so they are computed once per split and ``fc`` trains on them (``--cache_features auto``): the same model and
 result as full forwards, many times faster.  ``--test_noise`` also reports the accuracy on test images with N(0, 0.1)
 noise added after normalisation.
+
+Under ``torchrun --nproc_per_node N -m dl1 run resnet-transfer ...`` it trains data parallel: each rank takes
+``--batch_size / N`` images (or cached features) of every global batch; the feature cache, the validation and the
+test accuracy are shared by the ranks (each computes its part, the parts are gathered or the counts summed), so the
+numbers are those of one process; rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dl1.config import arg
+from dl1.config import arg, precision_arg
 from dl1.errors import UsageError
 from dl1.runtime import Run
 
@@ -29,7 +34,8 @@ MAX_BATCH, MAX_EPOCHS, MAX_SEED = 4096, 10_000, 2**32 - 1
 @dataclass(frozen=True)
 class Config:
     lr: float = arg(0.001, "Adam learning rate of fc.", min=0.0, max=10.0, min_inclusive=False)
-    batch_size: int = arg(128, "Mini-batch size (training and evaluation).", min=1, max=MAX_BATCH)
+    batch_size: int = arg(128, "Mini-batch size (training and evaluation), the global batch under torchrun (each of "
+                               "N ranks takes 1/N of it).", min=1, max=MAX_BATCH)
     epochs: int = arg(30, "Training epochs.", min=1, max=MAX_EPOCHS)
     seed: int = arg(123, "Seed of fc's initialisation and of the batch order.", min=0, max=MAX_SEED)
     dataset: str = arg("cifar100", "Dataset; synthetic = tiny fake CIFAR-10 files written into the run folder "
@@ -53,6 +59,7 @@ class Config:
     image_size: int = arg(224, "Side the 32x32 images are resized to.", min=16, max=1024)
     num_workers: int = arg(2, "DataLoader worker processes for the image pipeline.", min=0, max=64)
     device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, ...")
+    precision: str = precision_arg()
     resume: str | None = arg(None, "Run folder (or checkpoint) of an interrupted run to continue.")
 
     def check(self) -> None:
@@ -71,6 +78,7 @@ class Config:
         return self.cache_features == "on"
 
 
+GLOBAL_BATCH = ("batch_size",)  # data parallel under torchrun
 SMOKE = {"dataset": "synthetic", "weights": "random", "epochs": 2, "batch_size": 16, "val_size": 16,
          "image_size": 32, "num_workers": 0}
 
@@ -80,29 +88,46 @@ SMOKE = {"dataset": "synthetic", "weights": "random", "epochs": 2, "batch_size":
 # ---------------------------------------------------------------------------------------------------------------------
 
 def build_data(cfg: Config, run: Run):
-    """The train/val/test (and noisy test) datasets of ``cfg`` (fake CIFAR files in the run folder if synthetic)."""
+    """The train/val/test (and noisy test) datasets of ``cfg`` (fake CIFAR files in the run folder if synthetic; a
+    rank > 0 of torchrun, which writes nothing there, writes the same files to a temporary folder of its own)."""
+    import tempfile
+    from contextlib import nullcontext
+
     from dl1.data.transfer import probe_data
 
-    return probe_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, augmentation=cfg.augmentation_name,
-                      test_noise=cfg.test_noise, noise_std=cfg.noise_std, val_size=cfg.val_size, seed=cfg.seed,
-                      synthetic_dir=run.dir / "synthetic_data")
+    with nullcontext(run.dir / "synthetic_data") if run.enabled else tempfile.TemporaryDirectory() as synthetic:
+        return probe_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, augmentation=cfg.augmentation_name,
+                          test_noise=cfg.test_noise, noise_std=cfg.noise_std, val_size=cfg.val_size, seed=cfg.seed,
+                          synthetic_dir=synthetic)  # the CIFAR files are read into memory here
 
 
-def _loader(dataset, cfg: Config, order: list[int] | None = None):
+def _loader(dataset, cfg: Config, order: list[int] | None = None, batch_size: int | None = None):
     from dl1.data.loaders import ordered_loader
 
-    return ordered_loader(dataset, cfg.batch_size, cfg.num_workers, order)
+    return ordered_loader(dataset, batch_size or cfg.batch_size, cfg.num_workers, order)
 
 
 def _features(model, dataset, cfg: Config, device, desc: str):
-    """Backbone features of a whole split in dataset order (with a progress bar)."""
+    """Backbone features (float32) of a whole split in dataset order (with a progress bar), in the autocast of
+    ``--precision``.  Under torchrun each rank extracts its part and every rank gets all of them (one all-gather)."""
     from tqdm.auto import tqdm
 
-    from dl1.models.resnet_probe import extract_features
+    from dl1.models.resnet_probe import extract_features, gather_parts, rank_part
     from dl1.train.engine import show_progress
+    from dl1.train.precision import autocast
 
-    batches = tqdm(_loader(dataset, cfg), desc=desc, disable=not show_progress(), leave=False)
-    return extract_features(model, batches, device)
+    batches = tqdm(_loader(rank_part(dataset), cfg), desc=desc, disable=not show_progress(), leave=False)
+    with autocast(cfg.precision, device):
+        feats, labels = extract_features(model, batches, device)
+    return gather_parts(feats.float(), len(dataset)), gather_parts(labels, len(dataset))
+
+
+def accuracy(model, dataset, cfg: Config, device) -> float:
+    """Accuracy of the full model on a whole split; under torchrun each rank scores its part and the counts are
+    summed (every rank returns the single-process number)."""
+    from dl1.models.resnet_probe import correct_count, rank_part, summed_accuracy
+
+    return summed_accuracy(*correct_count(model, _loader(rank_part(dataset), cfg), device), device)
 
 
 def train_model(model, data, cfg: Config, run: Run, device) -> dict[str, Any]:
@@ -112,10 +137,11 @@ def train_model(model, data, cfg: Config, run: Run, device) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from dl1.data.loaders import epoch_order
-    from dl1.models.resnet_probe import cached_batches, evaluate_model, feature_accuracy, set_backbone_mode
-    from dl1.train import Trainer
+    from dl1.data.loaders import epoch_order, shard
+    from dl1.models.resnet_probe import cached_batches, feature_accuracy, set_backbone_mode
+    from dl1.train import Trainer, distributed
 
+    info, batch_size = distributed.current(), distributed.local_batch(cfg.batch_size)  # this rank's share
     t0 = time.perf_counter()
     cache = {s: _features(model, getattr(data, s), cfg, device, f"features {s}") for s in ("train", "val")} \
         if cfg.use_cache() else None
@@ -123,12 +149,12 @@ def train_model(model, data, cfg: Config, run: Run, device) -> dict[str, Any]:
     set_backbone_mode(model, cfg.bn_mode)
     modules = {"fc": model.fc} if cfg.bn_mode == "eval" else {"model": model}  # eval: the backbone never changes
     trainer = Trainer(run, modules, {"adam": torch.optim.Adam(model.fc.parameters(), lr=cfg.lr)}, epochs=cfg.epochs,
-                      monitor="val/acc", mode="max", device=device, desc="resnet-transfer")
+                      monitor="val/acc", mode="max", device=device, desc="resnet-transfer", precision=cfg.precision)
 
-    def train_batches(epoch: int):
-        order = epoch_order(len(data.train), cfg.seed, epoch)
-        return _loader(data.train, cfg, order) if cache is None else cached_batches(*cache["train"], order,
-                                                                                     cfg.batch_size)
+    def train_batches(epoch: int):  # the ranks' i-th batches together: the i-th global batch of one process
+        order = shard(epoch_order(len(data.train), cfg.seed, epoch), info.rank, info.world_size)
+        return _loader(data.train, cfg, order, batch_size) if cache is None else \
+            cached_batches(*cache["train"], order, batch_size)
 
     def train_step(batch) -> dict[str, Any]:
         x, y = (t.to(device) for t in batch)
@@ -138,8 +164,8 @@ def train_model(model, data, cfg: Config, run: Run, device) -> dict[str, Any]:
         return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
 
     def evaluate(epoch: int) -> dict[str, dict[str, float]]:
-        acc = evaluate_model(model, _loader(data.val, cfg), device) if cache is None else \
-            feature_accuracy(model.fc, *cache["val"], cfg.batch_size)
+        acc = accuracy(model, data.val, cfg, device) if cache is None else \
+            feature_accuracy(model.fc, *cache["val"], cfg.batch_size)  # every rank holds all features
         set_backbone_mode(model, cfg.bn_mode)
         return {"val": {"acc": acc}}
 
@@ -158,8 +184,9 @@ def train_model(model, data, cfg: Config, run: Run, device) -> dict[str, Any]:
 
 def run(cfg: Config, run: Run) -> dict[str, Any]:
     from dl1.hub.torchvision import check_weights, resnet18_state_dict
-    from dl1.models.resnet_probe import evaluate_model, get_model
+    from dl1.models.resnet_probe import get_model
     from dl1.runtime import choose_device, seed_everything
+    from dl1.train.precision import autocast
 
     check_weights(cfg.weights)  # before touching the data: a missing weight file fails within a second
     device = choose_device(cfg.device)
@@ -168,11 +195,12 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
     seed_everything(cfg.seed)
     model = get_model(data.num_classes, state).to(device)
     fit = train_model(model, data, cfg, run, device)
-    sections: dict[str, Any] = {"test": {"acc": evaluate_model(model, _loader(data.test, cfg), device)}}
-    run.log(fit["steps"], "test", sections["test"])
-    if data.test_noisy is not None:
-        sections["test_noise"] = {"acc": evaluate_model(model, _loader(data.test_noisy, cfg), device)}
-        run.log(fit["steps"], "test_noise", sections["test_noise"])
+    sections: dict[str, Any] = {}
+    with autocast(cfg.precision, device):  # the precision it trained and validated in
+        for split, dataset in (("test", data.test), ("test_noise", data.test_noisy)):
+            if dataset is not None:
+                sections[split] = {"acc": accuracy(model, dataset, cfg, device)}
+                run.log(fit["steps"], split, sections[split])
     weights = cfg.weights if cfg.weights in ("imagenet", "random") else f"file {cfg.weights}"
     return run.finish(**sections, best_epoch=fit["best_epoch"], best_val_acc=fit["best_value"], fit=fit,
                       weights=weights, bn_mode=cfg.bn_mode, device=str(device), data=data.notes,

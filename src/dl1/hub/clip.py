@@ -66,6 +66,9 @@ COURSE_ARCHS = {
     "RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
     "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336",
 }
+# the --precision help of the CLIP experiments: what a GPU run wants
+GPU_PRECISION_NOTE = ("On a GPU use bf16 (or fp16): the frozen CLIP is then kept in that dtype (before this flag, CUDA "
+                      "runs used float16 autocast by default).")
 WEIGHTS_HELP = ("Local CLIP weights file. Preferred: a .safetensors file or a state dict (.pt/.bin, read with "
                 "torch.load(weights_only=True): tensors only, a file holding anything else is refused). Also accepted: "
                 "an OpenAI TorchScript archive (the original ViT-B-32.pt); loading one EXECUTES the TorchScript code "
@@ -244,7 +247,13 @@ def checkpoint_config(cfg: Any, saved: dict[str, Any], path: str | Path = "the c
       given flag that contradicts the checkpoint is a one-line :class:`UsageError`, unless ``cfg.transfer`` asks for a
       deliberate transfer (another dataset or text template only).
 
+    Keys of ``saved`` that are no flag any more (an older run's ``amp``) are ignored, with a note on stderr.
+
     Returns ``(config, transfer)``: ``transfer`` is ``{}`` or ``{"trained_on": {...}, "evaluated_on": {...}}``."""
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(cfg)})
+    if unknown:
+        print(f"note: {path}: ignoring {', '.join(unknown)} of its training config (no such flag now)",
+              file=sys.stderr, flush=True)
     changes = {k: saved[k] for k in PROMPT_FIELDS}
     differ = [f"--{k} {v}" for k, v in changes.items() if getattr(cfg, k) != v]
     if cfg.clip_weights is None and saved.get("clip_weights"):

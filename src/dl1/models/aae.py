@@ -19,6 +19,28 @@ from torch import nn
 from dl1.models.vae import conv_decoder, conv_encoder
 
 
+def prior_like(z: torch.Tensor) -> torch.Tensor:
+    """Samples of the prior ``N(0, I)`` shaped like the codes ``z`` from the global random stream, drawn in float32
+    also when ``z`` is a float16 or bfloat16 autocast output (autocast casts them for the matrix products)."""
+    dtype = torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
+    return torch.randn(z.shape, dtype=dtype, device=z.device)
+
+
+class PriorDraws:
+    """Prior samples ``N(0, I)`` that depend only on ``(seed, key)``, so that data-parallel ranks draw exactly the
+    samples one process draws: ``draw(key, rows, part)`` re-seeds a generator on ``device`` with ``(seed, key)``
+    (e.g. the optimisation step: a resumed run draws the same), draws ``(rows, z_dim)`` float32 values and returns the
+    rows ``part`` (this rank's share).  The global random stream is left alone."""
+
+    def __init__(self, seed: int, z_dim: int, device: torch.device | str = "cpu"):
+        self.seed, self.z_dim = seed, z_dim
+        self.generator = torch.Generator(device=device)
+
+    def draw(self, key: int, rows: int, part: slice = slice(None)) -> torch.Tensor:
+        self.generator.manual_seed((self.seed * 1_000_003 + key) % 2**63)
+        return torch.randn(rows, self.z_dim, generator=self.generator, device=self.generator.device)[part]
+
+
 class ConvEncoder(nn.Module):
     """Deterministic Tutorial-9 encoder: ``[B, C, 28, 28] -> [B, z_dim]`` (ReLU, three stride-2 convolutions)."""
 
@@ -101,9 +123,11 @@ class AdversarialAE(nn.Module):
         logging_dict = {"gen_loss": gen_loss.detach(), "recon_loss": recon_loss.detach(), "ae_loss": ae_loss.detach()}
         return ae_loss, logging_dict
 
-    def get_loss_discriminator(self, z_fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean of ``BCE(D(z_real), 1)`` and ``BCE(D(z_fake), 0)``, ``z_real ~ N(0, I)``; no gradient to the encoder."""
-        z_real = torch.randn_like(z_fake)                                     # (B, z_dim), same device/dtype
+    def get_loss_discriminator(self, z_fake: torch.Tensor, z_real: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean of ``BCE(D(z_real), 1)`` and ``BCE(D(z_fake), 0)``, ``z_real ~ N(0, I)`` (drawn here from the global
+        random stream unless given); no gradient to the encoder."""
+        z_real = prior_like(z_fake) if z_real is None else z_real            # (B, z_dim), same device
         logits_real = self.discriminator(z_real)                              # (B, 1)
         logits_fake = self.discriminator(z_fake.detach())                     # (B, 1)
         loss_real = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))

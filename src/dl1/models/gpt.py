@@ -30,7 +30,7 @@ from dl1.errors import DL1Error
 from dl1.models.gpt_config import ACTIVATION_NAMES, PRESETS, PRETRAINED, GPTConfig
 
 __all__ = ["GPT", "GPTConfig", "PRESETS", "PRETRAINED", "CausalSelfAttention", "Block", "MLP", "NewGELU", "Linear",
-           "filter_logits", "mean_loss", "set_onednn_linear"]
+           "filter_logits", "mean_loss", "summed_loss", "set_onednn_linear"]
 
 
 # -- linear layers: float32 CPU products on oneDNN ------------------------------------------------------------------
@@ -341,6 +341,14 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 def mean_loss(model: nn.Module, windows: Iterable[tuple[torch.Tensor, torch.Tensor]], device: Any) -> float:
     """Mean cross-entropy (nats per token) of ``model`` in eval mode over ``(x, y)`` windows (b, T), every target
     counted once; one host sync at the end."""
+    total, count = summed_loss(model, windows, device)
+    return float(total.item()) / max(count, 1)
+
+
+def summed_loss(model: nn.Module, windows: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                device: Any) -> tuple[torch.Tensor, int]:
+    """The summed cross-entropy (a float64 0-d tensor on ``device``, not read back) and the number of targets over
+    ``(x, y)`` windows, in eval mode: sums of several ranks' windows add up to the whole split's."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
@@ -349,4 +357,4 @@ def mean_loss(model: nn.Module, windows: Iterable[tuple[torch.Tensor, torch.Tens
         logits, _ = model(x)  # (b, T, V)
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
         count += y.numel()
-    return float(total.item()) / max(count, 1)
+    return total, count

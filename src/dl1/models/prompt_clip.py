@@ -11,12 +11,17 @@ mode, whatever ``train()`` is called with.
 * ``DeepPromptCLIP``: ``prompt_learner.deep_prompt`` holds ``prompt_num`` tokens of the visual width, appended after
   the CLS and patch tokens right before residual block ``injection_layer`` and kept through every later block (one
   injection, as in the course's ``dpt_model.py``).  The tokens are dropped again before pooling, so the image feature is
-  still the CLS token's.  The parameter stays float32 and is cast to the tower's dtype at injection (fp16 on CUDA).
+  still the CLS token's.  The parameter stays float32 and is cast to the tower's dtype at injection.
+
+The frozen CLIP may be kept in a lower precision (:meth:`PromptedCLIP.keep_frozen_in`: bfloat16 or float16 on CUDA,
+what ``--precision`` runs in); the prompt stays float32 (its gradient arrives in float32 through the casts), and the
+cosine head runs in float32 outside autocast, so logits and loss are float32 whatever the precision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -28,8 +33,13 @@ from dl1.models.prompters import build_prompter, init_prompt
 
 
 def tower_dtype(clip_model: nn.Module) -> torch.dtype:
-    """The dtype of the visual tower's weights (float16 for OpenAI weights cast to half on CUDA)."""
+    """The dtype of the visual tower's weights (float32, or what :meth:`PromptedCLIP.keep_frozen_in` chose)."""
     return next(clip_model.visual.parameters()).dtype
+
+
+def _float32_region(device: torch.device):
+    """No autocast on ``device`` (for the float32 cosine head); a plain block where autocast does not exist."""
+    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
 
 
 class PromptedCLIP(nn.Module):
@@ -64,6 +74,19 @@ class PromptedCLIP(nn.Module):
         self.clip_model.eval()  # frozen: no dropout / statistics updates in the CLIP, ever
         return self
 
+    def keep_frozen_in(self, dtype: torch.dtype) -> PromptedCLIP:
+        """Keep the frozen CLIP's weights in ``dtype`` (e.g. bfloat16 on a GPU: half the memory, the tensor cores'
+        input); the prompt, the text classifier and the temperature stay float32."""
+        self.clip_model.to(dtype)
+        return self
+
+    def skip_draws(self, n: int) -> None:
+        """Advance a random-patch prompt's location generator by ``n`` forward passes (a no-op for other prompts): a
+        rank that scored fewer evaluation batches than rank 0 stays in step with it."""
+        draw = getattr(self.prompt_learner, "sample_location", None)
+        for _ in range(n if draw is not None else 0):
+            draw()
+
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Names and parameters that require gradients (only the prompt's)."""
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
@@ -78,10 +101,11 @@ class PromptedCLIP(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C)
-        features = self.encode_image(images)                  # (B, D)
-        features = features.float() / features.float().norm(dim=-1, keepdim=True)  # out of place
-        return self.logit_scale * features @ self.text_features.t()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C), float32
+        features = self.encode_image(images)                  # (B, D), the tower's or autocast's dtype
+        with _float32_region(features.device):
+            features = features.float() / features.float().norm(dim=-1, keepdim=True)  # out of place
+            return self.logit_scale * features @ self.text_features.t()
 
 
 class VisualPromptCLIP(PromptedCLIP):
@@ -177,20 +201,19 @@ def build_prompted_clip(clip_model: nn.Module, text_features: torch.Tensor, prom
         return VisualPromptCLIP(clip_model, text_features, prompter)
 
 
-def evaluate(model: nn.Module, batches: Iterable, device: torch.device, amp: bool = True) -> dict[str, float]:
-    """Sample-weighted cross-entropy and top-1 (percent) of ``model`` over ``(images, targets)`` batches; float16
-    autocast on CUDA when ``amp``."""
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device, allow_empty: bool = False) -> dict[str, Any]:
+    """Sample-weighted cross-entropy and top-1 (percent) of ``model`` over ``(images, targets)`` batches, in the
+    caller's precision (the engine's autocast, or ``trainer.autocast()`` around it), and ``n`` (images scored).  No
+    images is a DL1Error unless ``allow_empty`` (a rank's empty part of a tiny split: ``n`` = 0)."""
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
-    use_amp = amp and device.type == "cuda"
     with torch.no_grad():
         for images, targets in batches:
             images, targets = images.to(device, non_blocking=True), targets.to(device)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                logits = model(images)  # (B, C)
+            logits = model(images)  # (B, C) float32
             loss_sum += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
             correct += int((logits.argmax(dim=-1) == targets).sum())
             n += targets.numel()
-    if n == 0:
+    if n == 0 and not allow_empty:
         raise DL1Error("evaluation saw no images (empty split?)")
-    return {"loss": loss_sum / n, "top1": 100.0 * correct / n, "n": n}
+    return {"loss": loss_sum / max(n, 1), "top1": 100.0 * correct / max(n, 1), "n": n}

@@ -69,9 +69,10 @@ def conv_decoder(num_filters: int, num_output_channels: int, act: type[nn.Module
 
 
 def check_step_memory(build: Callable[[], nn.Module], floats_per_image: int, batch_size: int, available: int | None,
-                      *, what: str, where: str) -> None:
+                      *, what: str, where: str, flag: str = "--batch_size") -> None:
     """Raise a one-line :class:`DL1Error` when one float32 Adam step of ``build()``'s model on ``batch_size`` images
-    needs more than ``available`` bytes (None: unknown, nothing checked), saying which ``--batch_size`` fits.
+    needs more than ``available`` bytes (None: unknown, nothing checked), saying which ``flag`` value fits (under
+    torchrun ``batch_size`` is one rank's share and ``flag`` says so).
 
     The estimate: 16 bytes a parameter (weights, gradients, Adam's two moments; counted on the meta device, nothing is
     allocated) plus ``floats_per_image`` float32 values per image kept for the backward pass."""
@@ -82,9 +83,9 @@ def check_step_memory(build: Callable[[], nn.Module], floats_per_image: int, bat
     if available is None or need <= available:
         return
     fits = (available - fixed) // per_image
-    advice = (f"what fits: --batch_size {fits}" if fits >= 1 else
+    advice = (f"what fits: {flag} {fits}" if fits >= 1 else
               f"the parameters and Adam's state alone need {_size(fixed)}: use fewer --num_filters")
-    raise DL1Error(f"training {what} on --batch_size {batch_size} needs about {_size(need)} of memory but "
+    raise DL1Error(f"training {what} on {flag} {batch_size} needs about {_size(need)} of memory but "
                    f"{_size(available)} is available on {where}; {advice}")
 
 
@@ -137,14 +138,18 @@ class VAE(nn.Module):
         self.encoder = CNNEncoder(z_dim=z_dim, num_filters=num_filters)
         self.decoder = CNNDecoder(z_dim=z_dim, num_filters=num_filters)
 
-    def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, imgs: torch.Tensor, eps: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``imgs`` long ``[B, 1, 28, 28]`` in 0..15 -> scalars (reconstruction nats, KL nats, bits per dimension).
 
         ``L_rec`` is the cross-entropy summed over pixels and averaged over the batch; ``L_reg`` the KL to the prior
-        averaged over the batch; ``bpd = (L_rec + L_reg)·log2(e)/784``.
+        averaged over the batch; ``bpd = (L_rec + L_reg)·log2(e)/784``.  ``eps`` ``[B, z_dim]``: the standard normal
+        noise of the reparameterisation (e.g. from :func:`batch_noise`); drawn from the global stream when None.
         """
-        mean, log_std = self.encoder(imgs)  # (B, z_dim) each
-        z = sample_reparameterize(mean, torch.exp(log_std))  # (B, z_dim)
+        # the statistics and the KL in float32, under autocast too (a bfloat16 KL can come out below 0)
+        mean, log_std = (t.float() for t in self.encoder(imgs))  # (B, z_dim) each
+        std = torch.exp(log_std)  # (B, z_dim)
+        z = sample_reparameterize(mean, std) if eps is None else mean + std * eps  # (B, z_dim)
         logits = self.decoder(z)  # (B, 16, 28, 28)
         L_rec = F.cross_entropy(logits, imgs[:, 0], reduction="none").sum(dim=(1, 2)).mean()  # noqa: N806
         L_reg = KLD(mean, log_std).mean()  # noqa: N806
@@ -164,6 +169,16 @@ class VAE(nn.Module):
         probs = F.softmax(logits, dim=1).permute(0, 2, 3, 1).reshape(-1, K)  # (B·H·W, 16)
         pixels = torch.multinomial(probs, 1, generator=generator)  # (B·H·W, 1)
         return pixels.reshape(B, 1, H, W)
+
+
+def batch_noise(generator: torch.Generator, rows: int, z_dim: int, rank: int = 0, world_size: int = 1
+                ) -> torch.Tensor:
+    """The reparameterisation noise of rank ``rank``'s ``rows`` images of a global batch: the whole batch's
+    ``(rows · world_size, z_dim)`` standard normal draw from ``generator`` (on the model's device), rows
+    ``rank::world_size`` (the rows :func:`dl1.data.loaders.shard` gives that rank).  Seeded per step, one process and
+    N ranks use the same noise for every image, and a resumed run the same as an uninterrupted one."""
+    eps = torch.randn(rows * world_size, z_dim, generator=generator, device=generator.device)  # (B, z_dim)
+    return eps[rank::world_size]  # (rows, z_dim)
 
 
 def fit_pixel_categorical(imgs: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:

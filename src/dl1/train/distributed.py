@@ -1,18 +1,35 @@
-"""Multi-process training through PyTorch's own engine (DistributedDataParallel), launched by ``torchrun``.
+"""Data parallelism for the one training engine, launched by ``torchrun`` (several processes, GPUs or nodes).
 
-``torchrun --nproc_per_node N -m dl1 run NAME ...`` sets RANK/WORLD_SIZE/LOCAL_RANK; :func:`init_distributed` reads
-them (NCCL on CUDA, gloo on CPU), :func:`wrap` puts the model in DDP (gradients are averaged across ranks during
-``backward``), and only rank 0 writes the run folder.  Without those variables everything is a no-op.
+``torchrun --nproc_per_node N [--nnodes M --rdzv_endpoint HOST:PORT] -m dl1 run NAME ...`` starts one process per
+rank with RANK/WORLD_SIZE/LOCAL_RANK set; ``dl1`` joins the process group (:func:`init_distributed`: NCCL on CUDA,
+gloo on CPUs) before the run folder is made, so that ``env.json`` records the backend and the world size.  Everything
+here is a no-op in one process.
+
+What the :class:`~dl1.train.Trainer` does with it is what ``DistributedDataParallel`` does, done at the optimiser so
+that it holds for every experiment alike (one model or several, one optimiser or two, a frozen CLIP beside a trainable
+prompt): rank 0's weights are broadcast before the first step (:func:`broadcast_modules`); after every backward pass
+the gradients of exactly the parameters the optimiser steps are averaged over the ranks in a few flat buffers
+(:func:`average_gradients`, with the non-finite-loss flag in the same all-reduce); frozen parameters are never sent.
+Each rank trains on its own shard of every global batch (``--batch_size`` is the global batch, :func:`local_batch`);
+epoch metrics and validation metrics are averaged over the ranks (:func:`average_metrics`, weighted by ``n`` where a
+split reports how many examples each rank scored); batch-norm running statistics are averaged at the end of every
+epoch (:func:`average_running_stats`); rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from dl1.errors import UsageError
+
+BUCKET_BYTES = 25 * 2**20  # as DistributedDataParallel's default bucket (25 MiB)
 
 
 @dataclass(frozen=True)
@@ -36,8 +53,16 @@ def env_info() -> DistInfo:
                     int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def current() -> DistInfo:
+    """This process's rank in the joined process group (one process when none was joined)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return DistInfo()
+
+
 def init_distributed(backend: str | None = None, init_method: str | None = None) -> DistInfo:
-    """Join the process group described by the environment (idempotent; a no-op for one process)."""
+    """Join the process group described by the environment (idempotent; a no-op for one process); returns this
+    process's rank information."""
     info = env_info()
     if info.enabled and not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
@@ -45,22 +70,140 @@ def init_distributed(backend: str | None = None, init_method: str | None = None)
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend, init_method=init_method or "env://", rank=info.rank,
                                 world_size=info.world_size)
-    return info
+    return current() if info.enabled else info
 
 
-def device_for(info: DistInfo) -> torch.device:
-    """This rank's device: its own GPU under NCCL, else the CPU."""
-    if torch.cuda.is_available() and info.enabled:
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def describe() -> dict[str, Any]:
+    """``{"backend", "world_size", "rank"}`` of the joined process group (``{}`` without one): for ``env.json``."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return {}
+    return {"backend": str(dist.get_backend()), "world_size": dist.get_world_size(), "rank": dist.get_rank()}
 
 
-def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
-    """DistributedDataParallel around ``model`` when running multi-process, else the model itself."""
+def local_batch(global_batch: int, flag: str = "--batch_size", info: DistInfo | None = None) -> int:
+    """The per-rank share of a global batch; a batch the ranks cannot share evenly is refused with one line."""
+    info = info or current()
+    if global_batch % info.world_size:
+        raise UsageError(f"{flag} {global_batch} is the global batch, shared by {info.world_size} ranks: give a "
+                         f"multiple of {info.world_size}")
+    return global_batch // info.world_size
+
+
+def shard(n: int, info: DistInfo | None = None) -> slice:
+    """This rank's contiguous part of ``n`` items, for evaluation (the parts differ by at most one item: report ``n``
+    with the metrics so that the average is weighted).  Training data is shared with
+    :func:`dl1.data.loaders.shard`."""
+    info = info or current()
+    start = n * info.rank // info.world_size
+    return slice(start, n * (info.rank + 1) // info.world_size)
+
+
+def _buckets(tensors: list[torch.Tensor]) -> Iterable[list[torch.Tensor]]:
+    """Tensors grouped by (device, dtype) into buckets of at most ``BUCKET_BYTES``."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    for group in groups.values():
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for t in group:
+            if bucket and size + t.numel() * t.element_size() > BUCKET_BYTES:
+                yield bucket
+                bucket, size = [], 0
+            bucket.append(t)
+            size += t.numel() * t.element_size()
+        if bucket:
+            yield bucket
+
+
+def _all_reduce_flat(tensors: list[torch.Tensor], op=None, scale: float | None = None) -> None:
+    """All-reduce ``tensors`` in place through a few flat buffers (one collective per bucket)."""
+    op = dist.ReduceOp.SUM if op is None else op
+    for bucket in _buckets(tensors):
+        flat = torch.cat([t.reshape(-1) for t in bucket])
+        dist.all_reduce(flat, op=op)
+        if scale is not None:
+            flat.mul_(scale)
+        offset = 0
+        for t in bucket:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def average_gradients(parameters: Iterable[torch.Tensor], flag: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Average the gradients of ``parameters`` over the ranks (in place), as DistributedDataParallel does during
+    backward.  A parameter without a gradient on this rank takes part with zeros (so every rank sends the same
+    buffers).  ``flag`` (a 0-d tensor, e.g. "this rank's loss is not finite") is summed over the ranks in the same
+    collective and returned; ``None`` when there is one process."""
+    info = current()
     if not info.enabled:
-        return model
-    device_ids = [info.local_rank] if next(model.parameters()).is_cuda else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        return flag
+    grads = []
+    for p in parameters:
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    extra = [] if flag is None else [flag.detach().reshape(1).to(grads[0].dtype if grads else torch.float32)]
+    if extra and grads:
+        extra[0] = extra[0].to(grads[0].device)
+    _all_reduce_flat(grads + extra, scale=None)
+    for g in grads:
+        g.div_(info.world_size)
+    return extra[0].reshape(()) if extra else None
+
+
+def broadcast_modules(modules: Iterable[nn.Module], src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers into every rank (as DistributedDataParallel at construction)."""
+    if not current().enabled:
+        return
+    tensors = [t.data for m in modules for t in (*m.parameters(), *m.buffers())]
+    for bucket in _buckets(tensors):
+        flat = torch.cat([t.reshape(-1) for t in bucket])
+        dist.broadcast(flat, src)
+        offset = 0
+        for t in bucket:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def average_running_stats(modules: Iterable[nn.Module]) -> None:
+    """Average the batch-norm running means and variances over the ranks (each rank saw its own shard)."""
+    if not current().enabled:
+        return
+    stats = [t for m in modules for mod in m.modules() if isinstance(mod, nn.modules.batchnorm._NormBase)
+             and mod.track_running_stats and mod.running_mean is not None
+             for t in (mod.running_mean, mod.running_var)]
+    if stats:
+        _all_reduce_flat(stats, scale=1.0 / current().world_size)
+
+
+def average_metrics(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each split's metrics averaged over the ranks: weighted by the split's ``n`` (examples this rank scored) when it
+    reports one (``n`` becomes the total), else equally.  Values that are not numbers are rank 0's."""
+    info = current()
+    if not info.enabled or not results:
+        return results
+    keys = [(s, k) for s, m in sorted(results.items()) for k, v in sorted(m.items())
+            if k != "n" and isinstance(v, int | float | torch.Tensor) and not isinstance(v, bool)]
+    weights = [float(results[s].get("n", 1)) for s, _ in keys]
+    values = torch.tensor([float(results[s][k]) * w for (s, k), w in zip(keys, weights, strict=True)] + weights,
+                          dtype=torch.float64)
+    counts = torch.tensor([float(m["n"]) for _, m in sorted(results.items()) if "n" in m], dtype=torch.float64)
+    values = torch.cat([values, counts])
+    if dist.get_backend() == "nccl":
+        values = values.cuda()
+    dist.all_reduce(values)
+    values = values.cpu().tolist()
+    out = {s: dict(m) for s, m in results.items()}
+    for i, (s, k) in enumerate(keys):
+        out[s][k] = values[i] / values[len(keys) + i]
+    totals = iter(values[2 * len(keys):])
+    for s in sorted(results):
+        if "n" in results[s]:
+            out[s]["n"] = int(round(next(totals)))
+    return out
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
@@ -70,6 +213,23 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= dist.get_world_size()
     return value
+
+
+def gather(obj: Any) -> list[Any]:
+    """``obj`` of every rank, in rank order (``[obj]`` for one process)."""
+    info = current()
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def device_for(info: DistInfo) -> torch.device:
+    """This rank's device: its own GPU under NCCL, else the CPU."""
+    if torch.cuda.is_available() and info.enabled:
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def cleanup() -> None:

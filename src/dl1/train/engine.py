@@ -7,10 +7,18 @@ The experiment supplies three callables; the engine never knows which model it t
                                          returns the step's metrics (floats or 0-d tensors), averaged per epoch;
 * ``evaluate(epoch) -> {split: metrics}`` e.g. ``{"val": {"loss": 0.3, "acc": 0.9}}``; the monitored one picks the best.
 
-The engine owns the epoch loop, progress bars, logging to the run folder, gradient clipping, AMP, learning-rate
-schedulers (stepped per optimisation step), checkpoints (``last.pt`` every epoch, ``best.pt`` on improvement, both
-atomic), early stopping, resume (model, optimisers, schedulers, RNG states, best value, patience counter) and the
-non-finite-loss guard.  An iteration-based run (GPT) is an "epoch" of ``eval_interval`` steps.
+The engine owns the epoch loop, progress bars, logging to the run folder, gradient clipping, the precision
+(``train_step`` and ``evaluate`` run under the autocast of ``precision``, backward outside it, fp16 with a gradient
+scaler), learning-rate schedulers (stepped per optimisation step), checkpoints (``last.pt`` every epoch, ``best.pt`` on
+improvement, both atomic), early stopping, resume (model, optimisers, schedulers, RNG states, best value, patience
+counter) and the non-finite-loss guard.  An iteration-based run (GPT) is an "epoch" of ``eval_interval`` steps.
+
+Under ``torchrun`` (a joined process group, :mod:`dl1.train.distributed`) the engine makes the run data parallel for
+every experiment alike: rank 0's weights are broadcast at the start, every ``backward_step`` averages the gradients of
+the parameters its optimiser steps over the ranks, epoch and validation metrics are averaged over the ranks, batch-norm
+running statistics are averaged every epoch, each rank keeps its own random stream (saved per rank in ``last.pt``, so
+a resume with the same number of ranks is exact) and rank 0 alone writes.  The experiment only gives each rank its
+shard of every global batch.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from torch import nn
 
 from dl1.errors import DL1Error, first_line
 from dl1.runtime import Run, checkpoint_file
+from dl1.train import distributed
+from dl1.train import precision as precisions
 from dl1.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
@@ -38,7 +48,7 @@ class NonFiniteLossError(DL1Error):
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
-    return getattr(module, "module", module)  # DistributedDataParallel keeps the model in .module
+    return getattr(module, "module", module)  # a DistributedDataParallel given by a caller keeps the model in .module
 
 
 def _scalar(value: Any) -> float:
@@ -73,7 +83,7 @@ class Trainer:
     def __init__(self, run: Run, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], *,
                  epochs: int, monitor: str | None = "val/loss", mode: str = "min",
                  schedulers: dict[str, Any] | None = None, clip_grad_norm: float | None = None,
-                 patience: int | None = None, device: torch.device | None = None, amp: bool = False,
+                 patience: int | None = None, device: torch.device | None = None, precision: str = "fp32",
                  extra_state: Callable[[], dict[str, Any]] | None = None, desc: str | None = None,
                  checkpoint_every: int = 1, on_epoch_end: Callable[[int, dict], None] | None = None,
                  max_batches: int = 0):
@@ -84,8 +94,10 @@ class Trainer:
         self.epochs, self.monitor, self.mode = epochs, monitor, mode
         self.clip_grad_norm, self.patience = clip_grad_norm, patience
         self.device = device or torch.device("cpu")
-        self.amp = amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        precisions.check(precision, self.device)
+        self.precision = precision
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+        self.dist = distributed.current()  # one process unless torchrun's process group was joined
         self.extra_state = extra_state
         self.desc = desc or run.experiment
         self.checkpoint_every = checkpoint_every
@@ -120,6 +132,9 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "best_value": self.best_value, "best_epoch": self.best_epoch,
             "best_metrics": self.best_metrics, "bad_epochs": self.bad_epochs, "rng": rng_state(),
         }
+        if self.dist.enabled:  # every rank's random stream (a collective: every rank builds the state each epoch)
+            state["rng_ranks"] = distributed.gather(state["rng"])
+            state["world_size"] = self.dist.world_size
         if self.extra_state is not None:
             state["extra"] = self.extra_state()
         return state
@@ -139,7 +154,12 @@ class Trainer:
         self.best_value, self.best_epoch = state.get("best_value"), state.get("best_epoch")
         self.best_metrics, self.bad_epochs = state.get("best_metrics", {}), state.get("bad_epochs", 0)
         if restore_rng and "rng" in state:
-            set_rng_state(state["rng"])
+            ranks = state.get("rng_ranks") or []
+            if len(ranks) == self.dist.world_size:
+                set_rng_state(ranks[self.dist.rank])
+            else:  # saved with another number of ranks: rank 0's stream, and a stream of its own on every other rank
+                set_rng_state(state["rng"])
+                self._fold_rank_into_rng()
 
     def resume(self, source: str | Path) -> None:
         """Continue from a checkpoint file or a run folder (its ``checkpoints/last.pt``, else ``best.pt``).  The run
@@ -155,26 +175,43 @@ class Trainer:
         print(f"[{self.run.experiment}] resumed from {path} at epoch {self.epoch}, step {self.step}", flush=True)
 
     def load_best(self) -> dict[str, Any]:
-        """Load the best checkpoint's weights into the modules (the last ones if none was saved)."""
-        path = self.best_path if self.best_path.exists() else self.last_path
-        if not path.exists():
-            return {}
-        state = load_checkpoint(path, map_location=self.device)
-        for k, m in self.modules.items():
-            _unwrap(m).load_state_dict(state["modules"][k])
+        """Load the best checkpoint's weights into the modules (the last ones if none was saved).  Under torchrun
+        rank 0 reads the file and sends the weights to the others (no other node needs the run folder)."""
+        state: dict[str, Any] = {}
+        if self.dist.is_main:
+            path = self.best_path if self.best_path.exists() else self.last_path
+            if path.exists():
+                state = load_checkpoint(path, map_location=self.device)
+                for k, m in self.modules.items():
+                    _unwrap(m).load_state_dict(state["modules"][k])
+        if self.dist.enabled:
+            distributed.broadcast_modules(_unwrap(m) for m in self.modules.values())
         return state
+
+    def _fold_rank_into_rng(self) -> None:
+        """Give every rank but 0 a random stream of its own (dropout masks, noise, prior samples differ per rank, as
+        its data does); rank 0 keeps the stream a single process would have."""
+        if self.dist.rank > 0:
+            import random
+
+            import numpy as np
+
+            seed = (torch.initial_seed() + 1_000_003 * self.dist.rank) % 2**63
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
 
     # -- one optimisation step --------------------------------------------------------------------------------------
     def autocast(self):
-        """Mixed precision on CUDA when ``amp=True``; a no-op elsewhere."""
-        if self.amp:
-            return torch.autocast("cuda", dtype=torch.float16)
-        return nullcontext()
+        """The autocast of ``precision`` on the device (a no-op for fp32); the engine runs ``train_step`` and
+        ``evaluate`` under it, an experiment's own evaluations after training may too."""
+        return precisions.autocast(self.precision, self.device)
 
     def _check_finite(self, loss: torch.Tensor, every: int = 50) -> None:
         """Stop on a NaN/inf loss.  On CPU every step; on GPU the flag is accumulated on the device and read every
-        ``every`` steps (a read is a host sync), so a bad loss is caught within ``every`` steps."""
-        bad = ~torch.isfinite(loss.detach()).all()
+        ``every`` steps (a read is a host sync), so a bad loss is caught within ``every`` steps.  Under torchrun
+        ``loss`` is the all-reduced "every rank is finite" flag, so that every rank stops at the same step."""
+        bad = ~torch.isfinite(loss.detach()).all() if loss.dtype != torch.bool else ~loss
         if loss.device.type == "cpu":
             if bool(bad):
                 self._raise_non_finite(loss)
@@ -184,19 +221,27 @@ class Trainer:
             self._raise_non_finite(loss)
 
     def _raise_non_finite(self, loss: torch.Tensor) -> None:
+        value = "non-finite on some rank" if loss.dtype == torch.bool else loss.detach().float().mean().item()
         raise NonFiniteLossError(
-            f"loss became {loss.detach().float().mean().item()} at epoch {self.epoch + 1}, step {self.step + 1}; "
+            f"loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}; "
             f"the last good checkpoint is {self.last_path if self.last_path.exists() else '(none yet)'} "
             f"(lower --lr or resume with --resume {self.run.dir})")
 
     def backward_step(self, loss: torch.Tensor, optimizer: str | None = None,
                       parameters: Iterable[torch.Tensor] | None = None) -> None:
-        """Check the loss is finite, zero this optimiser's grads, backpropagate, clip, step it and its scheduler."""
+        """Check the loss is finite, zero this optimiser's grads, backpropagate (outside autocast), average the
+        gradients over the ranks (under torchrun), clip, step the optimiser and its scheduler."""
         name = optimizer or next(iter(self.optimizers))
         opt = self.optimizers[name]
-        self._check_finite(loss)
+        if not self.dist.enabled:
+            self._check_finite(loss)
         opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        with torch.autocast(self.device.type, enabled=False) if self.precision != "fp32" else nullcontext():
+            self.scaler.scale(loss).backward()
+        if self.dist.enabled:  # one collective: the gradients and how many ranks have a non-finite loss
+            bad = distributed.average_gradients([p for g in opt.param_groups for p in g["params"]],
+                                                flag=(~torch.isfinite(loss.detach()).all()).float())
+            self._check_finite(bad == 0)  # true when every rank's loss is finite
         if self.clip_grad_norm:
             self.scaler.unscale_(opt)
             params = parameters if parameters is not None else [p for g in opt.param_groups for p in g["params"]]
@@ -238,11 +283,12 @@ class Trainer:
             total = self.max_batches if total is None else min(total, self.max_batches)
             batches = itertools.islice(batches, self.max_batches)
         bar = tqdm(batches, total=total, desc=f"{self.desc} epoch {self.epoch + 1}/{self.epochs}",
-                   disable=not show_progress(), leave=False, dynamic_ncols=True)
+                   disable=not show_progress() or not self.dist.is_main, leave=False, dynamic_ncols=True)
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             for batch in bar:
-                metrics = train_step(batch)
+                with self.autocast():
+                    metrics = train_step(batch)
                 for k, v in metrics.items():
                     v = v.detach() if isinstance(v, torch.Tensor) else v
                     totals[k] = totals.get(k, 0.0) + v
@@ -251,7 +297,8 @@ class Trainer:
             self.train_time_s += time.perf_counter() - t0
             self.train_cpu_s += time.process_time() - c0
             self.train_batches += n
-        return {k: _scalar(v) / max(n, 1) for k, v in totals.items()}
+        means = {k: _scalar(v) / max(n, 1) for k, v in totals.items()}
+        return distributed.average_metrics({"train": means})["train"] if self.dist.enabled else means
 
     def fit(self, train_batches: Callable[[int], Iterable], train_step: Callable[[Any], dict],
             evaluate: Callable[[int], dict[str, dict[str, Any]]] | None = None,
@@ -259,6 +306,10 @@ class Trainer:
         """Train until ``epochs`` (or early stopping); returns the best epoch and its metrics."""
         if resume:
             self.resume(resume)
+        if self.dist.enabled:  # every rank starts from rank 0's weights (as DistributedDataParallel does)
+            distributed.broadcast_modules(_unwrap(m) for m in self.modules.values())
+            if not resume:
+                self._fold_rank_into_rng()
         stopped_early = False
         try:
             while self.epoch < self.epochs:
@@ -269,7 +320,10 @@ class Trainer:
                                              f"{self.run.dir})")
                 self.epoch += 1
                 self.run.log(self.step, "train", {**train_metrics, "lr": self.lr()}, epoch=self.epoch)
-                results = evaluate(self.epoch) if evaluate is not None else {}
+                distributed.average_running_stats(_unwrap(m) for m in self.modules.values())
+                with self.autocast():
+                    results = evaluate(self.epoch) if evaluate is not None else {}
+                results = distributed.average_metrics(results)
                 for split, metrics in results.items():
                     self.run.log(self.step, split, metrics, epoch=self.epoch)
                 value = self._monitored(results)
