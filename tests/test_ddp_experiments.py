@@ -161,3 +161,26 @@ def test_torchrun_gpt_smoke(tmp_path):
     argv = (tmp_path / "run" / "argv.txt").read_text()
     assert argv.startswith("torchrun --nproc_per_node=2 -m dl1 run gpt")
     assert proc.stdout.count("[gpt] done:") == 1  # rank 0 speaks for the run, the other rank prints nothing
+
+
+def test_two_nodes_on_one_machine(tmp_path):
+    """The README's two-machine command, both "nodes" on this machine: two torchrun agents meet at one c10d
+    rendezvous endpoint (one rank each) and train the smoke VAE as one run of world size 2."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DL1_PROGRESS": "0"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_id",
+           "dl1-test", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "-m", "dl1", "run", "vae",
+           "--smoke", "--run_dir", str(tmp_path / "run")]
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in nodes]
+    assert all(p.returncode == 0 for p in nodes), [err[-1500:] for _, err in outputs]
+    env_json = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env_json["world_size"] == 2 and env_json["distributed"]["backend"] == "gloo"
+    argv = (tmp_path / "run" / "argv.txt").read_text()
+    assert argv.startswith("torchrun --nnodes=2 --nproc_per_node=1 -m dl1 run vae")
+    assert math.isfinite(json.loads((tmp_path / "run" / "summary.json").read_text())["test_bpd"])

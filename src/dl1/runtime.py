@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -496,6 +497,7 @@ class Run:
         self.resumed = holds_run(self.dir)
         self._config, self._argv, self._tensorboard = config, argv, tensorboard
         self._records: list[dict[str, Any]] = []
+        self._scratch: Path | None = None  # synthetic_dir() of a rank that writes no run folder
         self._made: list[Path] = []        # what this Run created, newest last (removed by discard())
         self._made_root: Path | None = None  # the outermost folder it created
         self._committed = False
@@ -637,6 +639,17 @@ class Run:
     # -- files -----------------------------------------------------------------------------------------------------
     def path(self, name: str) -> Path:
         return self.dir / name
+
+    def synthetic_dir(self) -> Path:
+        """Where a smoke run writes its tiny fake data files: ``synthetic_data/`` in the run folder; on a torchrun
+        rank other than 0 (which writes nothing in the run folder) a temporary folder of its own, removed when the
+        process ends (the files are seeded: every rank writes the same ones)."""
+        if self.enabled:
+            return self.path("synthetic_data")
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="dl1-synthetic-"))
+            atexit.register(shutil.rmtree, self._scratch, ignore_errors=True)
+        return self._scratch
 
     def figure_path(self, name: str) -> Path:
         return self.figures / name

@@ -229,21 +229,6 @@ def eval_shard(split: Any, rank: int, world_size: int) -> Any:
     return torch.utils.data.Subset(split, range(rank, len(split), world_size))
 
 
-def synthetic_folder(run: Any) -> Path:
-    """Where a smoke run writes its tiny fake CIFAR files: the run folder (``synthetic_data/``); on the ranks of a
-    torchrun other than 0, which write nothing there, a temporary folder removed when the process ends (the files
-    are seeded: every rank writes the same ones)."""
-    if run.enabled:
-        return run.path("synthetic_data")
-    import atexit
-    import shutil
-    import tempfile
-
-    folder = tempfile.mkdtemp(prefix="dl1-synthetic-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return Path(folder)
-
-
 # -- the experiments' splits ------------------------------------------------------------------------------------------
 def cifar_folder(data_dir: str | None, synthetic: Path | None, names: Sequence[str], n_train: int, n_test: int,
                  seed: int) -> str | None:

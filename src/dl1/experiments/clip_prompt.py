@@ -193,9 +193,9 @@ def load_bundle(cfg: Config, device):
 
 def load_data(cfg: Config, bundle, run: Run, device) -> dict[str, Any]:
     """The splits (train/val unless ``--evaluate``; test; test_noisy with ``--test_noise``) and the class names."""
-    from dl1.data.clip import cifar_folder, prompt_splits, synthetic_folder
+    from dl1.data.clip import cifar_folder, prompt_splits
 
-    synthetic = synthetic_folder(run) if cfg.synthetic_data else None
+    synthetic = run.synthetic_dir() if cfg.synthetic_data else None
     folder = cifar_folder(cfg.data_dir, synthetic, [cfg.dataset], n_train=48, n_test=24, seed=cfg.seed)
     return prompt_splits(cfg.dataset, folder, bundle.preprocess, device, cfg.preprocess, val_size=cfg.val_size,
                          seed=cfg.seed, train=not cfg.evaluate, test_noise=cfg.test_noise)

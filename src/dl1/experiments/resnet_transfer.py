@@ -88,17 +88,13 @@ SMOKE = {"dataset": "synthetic", "weights": "random", "epochs": 2, "batch_size":
 # ---------------------------------------------------------------------------------------------------------------------
 
 def build_data(cfg: Config, run: Run):
-    """The train/val/test (and noisy test) datasets of ``cfg`` (fake CIFAR files in the run folder if synthetic; a
-    rank > 0 of torchrun, which writes nothing there, writes the same files to a temporary folder of its own)."""
-    import tempfile
-    from contextlib import nullcontext
-
+    """The train/val/test (and noisy test) datasets of ``cfg`` (fake CIFAR files in ``run.synthetic_dir()`` if
+    synthetic)."""
     from dl1.data.transfer import probe_data
 
-    with nullcontext(run.dir / "synthetic_data") if run.enabled else tempfile.TemporaryDirectory() as synthetic:
-        return probe_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, augmentation=cfg.augmentation_name,
-                          test_noise=cfg.test_noise, noise_std=cfg.noise_std, val_size=cfg.val_size, seed=cfg.seed,
-                          synthetic_dir=synthetic)  # the CIFAR files are read into memory here
+    return probe_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, augmentation=cfg.augmentation_name,
+                      test_noise=cfg.test_noise, noise_std=cfg.noise_std, val_size=cfg.val_size, seed=cfg.seed,
+                      synthetic_dir=run.synthetic_dir() if cfg.dataset == "synthetic" else None)
 
 
 def _loader(dataset, cfg: Config, order: list[int] | None = None, batch_size: int | None = None):

@@ -70,7 +70,7 @@ def load_4bit(cfg: Config, run: Run) -> dict[str, torch.Tensor]:
     from dl1.models.vae import discretize
 
     arrays = uint8_images(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
-                          fake_idx_dir=run.path("synthetic_data"))
+                          fake_idx_dir=run.synthetic_dir() if cfg.dataset == "synthetic" else None)
     return {split: discretize(torch.from_numpy(getattr(arrays, f"x_{split}"))).to(torch.uint8)
             for split in ("train", "val", "test")}
 
