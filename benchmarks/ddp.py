@@ -1,7 +1,8 @@
 """Data parallel on this machine: one process against ``torchrun`` with N ranks, the same global batch, real data.
 
-    python benchmarks/ddp.py --experiment vae --flags "--dataset fashion-mnist --epochs 1"
+    python benchmarks/ddp.py --experiment vae --flags "--dataset fashion-mnist --epochs 1"   # the default
     python benchmarks/ddp.py --experiment mlp-pytorch --flags "--dataset fashion-mnist --epochs 5"
+    python benchmarks/ddp.py --quick        # the smoke VAE: a check that it runs, not a measurement
 
 Three runs of ``dl1 run EXPERIMENT FLAGS --device cpu``, one after the other on a quiet machine:
 
@@ -13,6 +14,8 @@ Each run's training time and steps come from its own run folder (``summary.json`
 timing of the training batches, no start-up, no evaluation).  The table gives steps/s, the speed-up over the baseline
 and the run's result metric: the data-parallel run takes the optimisation steps the single process takes (its ranks'
 batches together are the single process's batches), so its metric equals the baseline's up to float summation order.
+The JSON rows (for ``dl1 bench ddp``): steps/s of each case over the baseline's, and the data-parallel run's metric
+over the baseline's (goal 1).
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nproc", type=int, default=2, help="ranks of the torchrun run (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="threads of each process (default: %(default)s)")
     p.add_argument("--out", default="runs/bench/ddp.json", help="JSON output path")
+    p.add_argument("--quick", action="store_true", help="the smoke VAE instead: a check that it runs, not a result")
     args = p.parse_args(argv)
+    if args.quick:
+        args.experiment, args.flags = "vae", "--smoke"
     if not 2 <= args.nproc <= 64 or not 1 <= args.threads <= 256:
         p.error("--nproc must be in 2..64 and --threads in 1..256")
     return args
@@ -85,9 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             steps, seconds = summary["steps"], summary["train_time_s"]
             rows.append({"case": name, "ranks": ranks, "threads_each": threads, "steps": steps,
                          "train_s": seconds, "steps_per_s": steps / seconds, label: metric(summary, path)})
-    base = rows[0]
+    base, ddp = rows[0], rows[-1]
     for r in rows:
         r["speedup"] = r["steps_per_s"] / base["steps_per_s"]
+    ratios = [{"case": f"{r['case']}: steps/s / 1 process", "threads": f"{r['threads_each']} each",
+               "ours": r["steps_per_s"], "reference": base["steps_per_s"], "ratio": r["speedup"], "goal": None}
+              for r in rows[1:]]
+    ratios.append({"case": f"{label}: torchrun {n} ranks / 1 process", "threads": f"{t} each", "ours": ddp[label],
+                   "reference": base[label], "ratio": ddp[label] / base[label], "goal": "= 1"})
     print(f"\n{args.experiment} {args.flags} (cpu_count {os.cpu_count()}); global batch the same in every case")
     print(f"{'case':<26}{'ranks':>6}{'thr':>5}{'steps':>7}{'train s':>9}{'steps/s':>9}{'speed-up':>9}  {label}")
     for r in rows:
@@ -96,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"experiment": args.experiment, "flags": args.flags, "cpu_count": os.cpu_count(),
-                               "rows": rows}, indent=2) + "\n")
+                               "runs": rows, "ratios": ratios}, indent=2) + "\n")
     print(f"\nwritten {out}")
     return 0
 
