@@ -208,11 +208,11 @@ def child_env(device: str = "cuda") -> dict[str, str]:
 
 
 def error_line(stderr: str) -> str:
-    """The first line that says what went wrong: dl1's one-line ``error: ...``, else a traceback's last line (a
-    rank's, not torchrun's own ``ChildFailedError``)."""
+    """The first line that says what went wrong: dl1's one-line ``error: ...`` (``error (rank R of N): ...`` under
+    torchrun), else a traceback's last line (a rank's, not torchrun's own ``ChildFailedError``)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in lines:
-        if line.startswith("error:"):
+        if line.startswith(("error:", "error (rank ")):
             return line
     for line in reversed(lines):
         head = line.split(":", 1)[0]

@@ -119,6 +119,10 @@ def test_error_line():
     assert g.error_line("warning\nerror: --precision fp16 needs a CUDA device\n") == \
         "error: --precision fp16 needs a CUDA device"
     assert g.error_line("Traceback (most recent call last):\n  File x\nTypeError: bad amp\n") == "TypeError: bad amp"
+    assert g.error_line("W... torchrun noise\nerror (rank 1 of 2): mnist not found\n"
+                        "Traceback (most recent call last):\n"
+                        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n") == \
+        "error (rank 1 of 2): mnist not found"
 
 
 def test_equality_checks_pass_on_cpu():
