@@ -115,6 +115,11 @@ def _helpers_worker(rank: int, world_size: int, init_file: str, out_dir: str) ->
     except UsageError as exc:
         out["odd_batch"] = str(exc)
     out["shards"] = [D.shard(5, D.DistInfo(r, 2)) for r in (0, 1)]
+    # a parameter one rank leaves unused gets the average; one no rank uses gets no gradient (the optimiser skips it)
+    used, one_rank, unused = (nn.Parameter(torch.ones(2)) for _ in range(3))
+    ((used * 2).sum() + ((one_rank * 4).sum() if rank == 1 else 0)).backward()
+    D.average_gradients([used, one_rank, unused])
+    out["grads"] = (used.grad.clone(), one_rank.grad.clone(), unused.grad)
     # batch norm: running statistics averaged at the end of every epoch
     torch.manual_seed(0)
     bn = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
@@ -159,6 +164,7 @@ def test_metrics_batch_norm_rng_and_non_finite_across_ranks(tmp_path):
         assert r["metrics"]["train"]["acc"] == pytest.approx(0.5)
         assert r["local_batch"] == 4 and "multiple of 2" in r["odd_batch"]
         assert r["shards"] == [slice(0, 2), slice(2, 5)]
+        assert r["grads"][0].tolist() == [2.0, 2.0] and r["grads"][1].tolist() == [2.0, 2.0] and r["grads"][2] is None
         assert r["nan"][0] == 2 and "non-finite on some rank" in r["nan"][1]  # both stopped before step 3
     for k in r0["bn"]:
         assert torch.equal(r0["bn"][k], r1["bn"][k]), k
@@ -235,3 +241,31 @@ def test_resume_under_two_ranks_is_exact(tmp_path):
         for k in r["straight"]:
             assert torch.equal(r["straight"][k], r["resumed"][k]), (rank, k)
     assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["world_size"] == 2
+
+
+def _parts_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    _join(rank, world_size, init_file)
+    from dl1.train import distributed
+
+    rows = torch.arange(5 * 2, dtype=torch.float32).reshape(5, 2)
+    part = distributed.part_of(list(range(5)))
+    correct = sum(1 for i in part if i % 2 == 0)  # items 0, 2, 4 are right: 3 of 5
+    torch.save({"part": list(part), "gathered": distributed.gather_parts(rows[list(part)], 5),
+                "counts": distributed.sum_counts(correct, len(part))}, f"{out_dir}/parts{rank}.pt")
+    distributed.cleanup()
+
+
+def test_ranks_share_a_split_and_every_rank_gets_the_single_process_result(tmp_path):
+    """Two gloo ranks, 5 items: contiguous parts [0, 1] and [2, 3, 4]; the gathered rows and the summed counts on
+    every rank are those of one process (exact); in one process the helpers hand their input back."""
+    from dl1.train import distributed
+
+    mp.spawn(_parts_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"parts{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["part"] == [0, 1] and r1["part"] == [2, 3, 4]
+    whole = torch.arange(10, dtype=torch.float32).reshape(5, 2)
+    assert torch.equal(r0["gathered"], whole) and torch.equal(r1["gathered"], whole)
+    assert r0["counts"] == r1["counts"] == [3, 5]
+    one = list(range(5))
+    assert distributed.part_of(one) is one and distributed.gather_parts(whole, 5) is whole
+    assert distributed.sum_counts(3, 5) == [3, 5]

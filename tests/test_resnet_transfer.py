@@ -197,41 +197,6 @@ def test_config_round_trip_has_the_course_flags():
 
 
 # -- data parallel and precision --------------------------------------------------------------------------------------
-def _parts_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    import os
-
-    from dl1.train import distributed
-
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    distributed.init_distributed("gloo", init_method=f"file://{init_file}")
-    try:
-        rows = torch.arange(5 * 2, dtype=torch.float32).reshape(5, 2)
-        part = resnet_probe.rank_part(list(range(5)))
-        mine = rows[list(part)]
-        correct = sum(1 for i in part if i % 2 == 0)  # items 0, 2, 4 are right: 3 of 5
-        torch.save({"part": list(part), "gathered": resnet_probe.gather_parts(mine, 5),
-                    "acc": resnet_probe.summed_accuracy(correct, len(part), torch.device("cpu"))},
-                   f"{out_dir}/rank{rank}.pt")
-    finally:
-        distributed.cleanup()
-
-
-def test_ranks_share_a_split_and_every_rank_gets_the_single_process_result(tmp_path):
-    """Two gloo ranks, 5 items: contiguous parts [0, 1] and [2, 3, 4]; the gathered rows and the summed accuracy on
-    every rank are those of one process (exact)."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(_parts_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert r0["part"] == [0, 1] and r1["part"] == [2, 3, 4]
-    whole = torch.arange(10, dtype=torch.float32).reshape(5, 2)
-    assert torch.equal(r0["gathered"], whole) and torch.equal(r1["gathered"], whole)
-    assert r0["acc"] == r1["acc"] == 3 / 5
-    one = list(range(5))
-    assert resnet_probe.rank_part(one) is one and resnet_probe.gather_parts(whole, 5) is whole  # one process
-
-
 def test_bf16_smoke_trains_like_fp32_tests_in_bf16_and_fp16_needs_cuda(tmp_path, monkeypatch):
     from pathlib import Path
 

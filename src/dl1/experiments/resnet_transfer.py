@@ -108,11 +108,12 @@ def _features(model, dataset, cfg: Config, device, desc: str):
     ``--precision``.  Under torchrun each rank extracts its part and every rank gets all of them (one all-gather)."""
     from tqdm.auto import tqdm
 
-    from dl1.models.resnet_probe import extract_features, gather_parts, rank_part
+    from dl1.models.resnet_probe import extract_features
+    from dl1.train.distributed import gather_parts, part_of
     from dl1.train.engine import show_progress
     from dl1.train.precision import autocast
 
-    batches = tqdm(_loader(rank_part(dataset), cfg), desc=desc, disable=not show_progress(), leave=False)
+    batches = tqdm(_loader(part_of(dataset), cfg), desc=desc, disable=not show_progress(), leave=False)
     with autocast(cfg.precision, device):
         feats, labels = extract_features(model, batches, device)
     return gather_parts(feats.float(), len(dataset)), gather_parts(labels, len(dataset))
@@ -121,9 +122,11 @@ def _features(model, dataset, cfg: Config, device, desc: str):
 def accuracy(model, dataset, cfg: Config, device) -> float:
     """Accuracy of the full model on a whole split; under torchrun each rank scores its part and the counts are
     summed (every rank returns the single-process number)."""
-    from dl1.models.resnet_probe import correct_count, rank_part, summed_accuracy
+    from dl1.models.resnet_probe import correct_count
+    from dl1.train.distributed import part_of, sum_counts
 
-    return summed_accuracy(*correct_count(model, _loader(rank_part(dataset), cfg), device), device)
+    correct, total = sum_counts(*correct_count(model, _loader(part_of(dataset), cfg), device), device=device)
+    return correct / max(total, 1)
 
 
 def train_model(model, data, cfg: Config, run: Run, device) -> dict[str, Any]:

@@ -11,9 +11,7 @@ caching exact).  ``train`` mode reproduces the reference solution (``model.train
 CIFAR although no weight is trained).
 
 The evaluation helpers (:func:`evaluate_model`, :func:`extract_features`, :func:`feature_accuracy`) take any iterable
-of ``(images, labels)`` batches.  Under ``torchrun`` each rank computes its part of a split (:func:`rank_part`) and
-:func:`gather_parts` / :func:`summed_accuracy` put the parts together, so that every rank holds what one process
-computes.
+of ``(images, labels)`` batches (:func:`correct_count` returns the counts, which data-parallel ranks add up).
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import torch
 from torch import nn
 
 from dl1.errors import DL1Error, first_line
-from dl1.train import distributed
 
 FEATURE_DIM = 512
 FC_STD = 0.01
@@ -117,45 +114,6 @@ def evaluate_model(model: nn.Module, data_loader: Iterable, device: torch.device
     """The course's ``evaluate_model``: accuracy in [0, 1] with the model in eval mode and no gradients."""
     correct, total = correct_count(model, data_loader, device)
     return correct / max(total, 1)
-
-
-def rank_part(dataset):
-    """This rank's contiguous part of ``dataset`` (the whole of it in one process): see
-    :func:`dl1.train.distributed.shard`."""
-    if not distributed.current().enabled:
-        return dataset
-    from torch.utils.data import Subset
-
-    return Subset(dataset, range(len(dataset))[distributed.shard(len(dataset))])
-
-
-def summed_accuracy(correct: int, total: int, device: torch.device) -> float:
-    """Accuracy of the counts summed over the ranks (exact integers): the same number on every rank, and the one a
-    single process scoring the whole split gets."""
-    if distributed.current().enabled:
-        import torch.distributed as dist
-
-        counts = torch.tensor([correct, total], dtype=torch.int64, device=device)
-        dist.all_reduce(counts)
-        correct, total = counts.tolist()
-    return correct / max(total, 1)
-
-
-def gather_parts(part: torch.Tensor, n: int) -> torch.Tensor:
-    """The rows of all ranks' parts (each rank's :func:`rank_part` of ``n`` items), in rank order, on every rank:
-    the ``(n, ...)`` tensor one process computes.  One all-gather (parts padded to the longest)."""
-    info = distributed.current()
-    if not info.enabled:
-        return part
-    import torch.distributed as dist
-
-    sizes = [len(range(n)[distributed.shard(n, distributed.DistInfo(r, info.world_size))])
-             for r in range(info.world_size)]
-    padded = part.new_zeros((max(sizes), *part.shape[1:]))
-    padded[:len(part)] = part
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:size] for p, size in zip(parts, sizes, strict=True)])
 
 
 def feature_accuracy(fc: nn.Module, feats: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:

@@ -133,17 +133,19 @@ def _all_reduce_flat(tensors: list[torch.Tensor], op=None, scale: float | None =
 def average_gradients(parameters: Iterable[torch.Tensor], flag: torch.Tensor | None = None) -> torch.Tensor | None:
     """Average the gradients of ``parameters`` over the ranks (in place), as DistributedDataParallel does during
     backward.  A parameter without a gradient on this rank takes part with zeros (so every rank sends the same
-    buffers).  ``flag`` (a 0-d tensor, e.g. "this rank's loss is not finite") is summed over the ranks in the same
-    collective and returned; ``None`` when there is one process."""
+    buffers); one that no rank gave a gradient gets none back, so that the optimiser skips it as one process would.
+    ``flag`` (a 0-d tensor, e.g. "this rank's loss is not finite") is summed over the ranks in the same collective and
+    returned; ``None`` when there is one process."""
     info = current()
     if not info.enabled:
         return flag
-    grads = []
+    grads, filled = [], []
     for p in parameters:
         if not p.requires_grad:
             continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
+            filled.append(p)
         grads.append(p.grad)
     extra = [] if flag is None else [flag.detach().reshape(1).to(grads[0].dtype if grads else torch.float32)]
     if extra and grads:
@@ -151,6 +153,9 @@ def average_gradients(parameters: Iterable[torch.Tensor], flag: torch.Tensor | N
     _all_reduce_flat(grads + extra, scale=None)
     for g in grads:
         g.div_(info.world_size)
+    for p in filled:
+        if not bool(p.grad.any()):  # no rank had a gradient for it (an unused parameter)
+            p.grad = None
     return extra[0].reshape(()) if extra else None
 
 
@@ -204,6 +209,40 @@ def average_metrics(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
         if "n" in results[s]:
             out[s]["n"] = int(round(next(totals)))
     return out
+
+
+def part_of(dataset: Any) -> Any:
+    """This rank's contiguous part of ``dataset`` (:func:`shard`; the whole of it in one process), e.g. to evaluate
+    a split or extract its features in parts."""
+    if not current().enabled:
+        return dataset
+    from torch.utils.data import Subset
+
+    return Subset(dataset, range(len(dataset))[shard(len(dataset))])
+
+
+def gather_parts(part: torch.Tensor, n: int) -> torch.Tensor:
+    """The rows of all ranks' parts (each rank's :func:`part_of` ``n`` items), in rank order, on every rank: the
+    ``(n, ...)`` tensor one process computes.  One all-gather (parts padded to the longest)."""
+    info = current()
+    if not info.enabled:
+        return part
+    sizes = [len(range(n)[shard(n, DistInfo(r, info.world_size))]) for r in range(info.world_size)]
+    padded = part.new_zeros((max(sizes), *part.shape[1:]))
+    padded[:len(part)] = part
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:size] for p, size in zip(parts, sizes, strict=True)])
+
+
+def sum_counts(*counts: int, device: Any = "cpu") -> list[int]:
+    """Integer counts (e.g. correct predictions and examples) summed over the ranks, exactly: the same numbers on
+    every rank, those one process counting the whole split gets."""
+    if not current().enabled:
+        return list(counts)
+    values = torch.tensor(counts, dtype=torch.int64, device=device)
+    dist.all_reduce(values)
+    return [int(v) for v in values.tolist()]
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
