@@ -126,3 +126,14 @@ def test_a_cached_mini_clip_is_reused_only_for_the_same_settings(tmp_path):
     assert not (Path(second["run_dir"]) / "checkpoints" / "best.pt").exists()  # nothing trained
     other = execute("mini-clip", [*argv, "--seed", "1"], smoke=True, out_dir=tmp_path / "c", quiet=True)
     assert not other["training"]["cached"]  # other settings: trained anew
+    bf16 = execute("mini-clip", [*argv, "--precision", "bf16"], smoke=True, out_dir=tmp_path / "d", quiet=True)
+    assert not bf16["training"]["cached"]  # a model trained in another precision is not reused
+
+
+def test_precision_reaches_the_mini_clip_and_its_prompts(tmp_path):
+    out = execute("mini-clip", ["--precision", "bf16", "--prompts", "padding:2", "--no-test_noise"], smoke=True,
+                  out_dir=tmp_path, quiet=True)
+    run = Path(out["run_dir"])
+    assert json.loads((run / "config.json").read_text())["precision"] == "bf16"
+    assert json.loads((run / "runs" / "prompt-padding-2" / "config.json").read_text())["precision"] == "bf16"
+    assert set(out["prompts"]) == {"padding_2"}  # the prompt ran (in bf16, as its config says)
