@@ -207,8 +207,9 @@ def test_each_update_changes_only_its_own_network(tmp_path):
             for g, p in zip(torch.autograd.grad(ref, list(disc_before.parameters())), model.discriminator.parameters()):
                 assert torch.allclose(p.grad, g, atol=1e-6)
 
-    def record_disc_loss(z_fake, z_real=None):
+    def record_disc_loss(z_fake, z_real=None, discriminator=None):
         assert z_real is None  # make_train_step without PriorDraws: fresh draws from the random stream
+        assert discriminator is model.discriminator  # one process: trainer.wrap gives the module itself
         seen.update(rng=torch.get_rng_state(), z=z_fake.detach().clone())
         return original_disc_loss(z_fake)
 

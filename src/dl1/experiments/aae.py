@@ -179,19 +179,21 @@ def build(cfg: Config, device):
 def make_train_step(model, trainer, lambda_: float, prior=None):
     """One batch: autoencoder update, then discriminator update on the same (detached) codes against prior samples:
     this rank's rows of the global batch's draws of ``prior`` (a :class:`~dl1.models.aae.PriorDraws`) keyed by the
-    step (none: fresh draws from the random stream)."""
+    step (none: fresh draws from the random stream).  Data parallel, the forward passes run through the trainer's
+    DistributedDataParallel wrappers: the whole model for the autoencoder step, the discriminator for its own."""
     from dl1.train import distributed
 
     info = distributed.current()
+    net, discriminator = trainer.wrap(model), trainer.wrap(model.discriminator)
 
     def train_step(batch) -> dict[str, Any]:
         x = scale(batch[0])                                                    # (B, 1, 28, 28) in [-1, 1]
         z_real = None if prior is None else \
             prior.draw(trainer.step, len(x) * info.world_size, slice(info.rank, None, info.world_size))  # (B, z_dim)
-        recon_x, z = model(x)                                                  # (B, 1, 28, 28), (B, z_dim)
+        recon_x, z = net(x)                                                    # (B, 1, 28, 28), (B, z_dim)
         ae_loss, ae_parts = model.get_loss_autoencoder(x, recon_x, z, lambda_)
         trainer.backward_step(ae_loss, "ae")                                   # Adam: encoder + decoder only
-        disc_loss, d_parts = model.get_loss_discriminator(z, z_real)           # z is detached inside
+        disc_loss, d_parts = model.get_loss_discriminator(z, z_real, discriminator)  # z is detached inside
         trainer.backward_step(disc_loss, "disc")                               # SGD: discriminator only
         d_parts["disc_accuracy"] = d_parts.pop("accuracy")
         return {**ae_parts, **d_parts}

@@ -244,10 +244,11 @@ def train(cfg: Config, run: Run, model, data: dict[str, Any], device):
                       device=device, precision=cfg.precision, desc="clip-prompt", max_batches=cfg.max_batches,
                       extra_state=lambda: {"config": config_to_dict(cfg), "classes": list(data["classes"])})
     criterion = torch.nn.CrossEntropyLoss()
+    net = trainer.wrap(model)  # data parallel: DDP averages the prompt's gradients; the frozen CLIP is not synced
 
     def train_step(batch) -> dict[str, Any]:  # under the engine's autocast
         images, targets = (t.to(device, non_blocking=True) for t in batch)
-        logits = model(images)  # (b, C) float32
+        logits = net(images)  # (b, C) float32
         loss = criterion(logits, targets)
         trainer.backward_step(loss)
         return {"loss": loss.detach(), "top1": 100.0 * (logits.argmax(-1) == targets).float().mean()}

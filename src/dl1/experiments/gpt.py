@@ -186,6 +186,7 @@ class GPTRun:
     loss_sum: Any = None  # training losses since the last log, summed on the device (no host sync per step)
     loss_count: int = 0
     last_val: tuple[int, float] | None = None  # (step, loss) of the newest validation
+    net: Any = None  # the model to train through: trainer.wrap(model)
 
     def extra_state(self) -> dict[str, Any]:
         from dl1.train import distributed
@@ -218,7 +219,7 @@ class GPTRun:
         from dl1.train import distributed
 
         x, y = (t.to(self.trainer.device, non_blocking=True) for t in batch)  # (b, T) each
-        _, loss = self.model(x, y)  # under the engine's autocast
+        _, loss = self.net(x, y)  # under the engine's autocast; data parallel: through DistributedDataParallel
         self.trainer.backward_step(loss)
         self.loss_sum += loss.detach()
         self.loss_count += 1
@@ -338,6 +339,7 @@ def run(cfg: Config, run: Run) -> dict[str, Any]:
                             monitor="val/loss" if len(corpus.val) else None, schedulers={"model": scheduler},
                             clip_grad_norm=cfg.clip_grad_norm or None, device=device, precision=cfg.precision,
                             extra_state=state.extra_state, desc="gpt")
+    state.net = state.trainer.wrap(model)
     if cfg.resume:
         state.restore(read_gpt_checkpoint(checkpoint_file(cfg.resume, prefer="last"), mmap=True).extra)
     fit = state.trainer.fit(state.train_batches, state.train_step, state.evaluate, resume=cfg.resume)

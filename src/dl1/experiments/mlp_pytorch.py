@@ -71,6 +71,7 @@ def fit(cfg: Config, run: Run, model, data: dict[str, Any]) -> tuple[Any, dict[s
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     trainer = Trainer(run, {"model": model}, {"sgd": optimizer}, epochs=cfg.epochs, monitor="val/acc", mode="max",
                       device=model.device, desc="mlp-pytorch", precision=cfg.precision)
+    net = trainer.wrap(model)  # under torchrun: DistributedDataParallel averages the gradients
 
     def batches(epoch: int) -> TensorBatches:
         return TensorBatches(data["x_train"], data["y_train"], batch_size=distributed.local_batch(cfg.batch_size),
@@ -79,7 +80,7 @@ def fit(cfg: Config, run: Run, model, data: dict[str, Any]) -> tuple[Any, dict[s
 
     def train_step(batch) -> dict[str, Any]:
         x, y = batch                                                                               # (b, M), (b,)
-        logits = model(x)                                                                          # (b, C)
+        logits = net(x)                                                                            # (b, C)
         loss = F.cross_entropy(logits, y)
         trainer.backward_step(loss)
         return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}

@@ -150,6 +150,8 @@ def train_model(model, data, cfg: Config, run: Run, device) -> dict[str, Any]:
     trainer = Trainer(run, modules, {"adam": torch.optim.Adam(model.fc.parameters(), lr=cfg.lr)}, epochs=cfg.epochs,
                       monitor="val/acc", mode="max", device=device, desc="resnet-transfer", precision=cfg.precision)
 
+    net = trainer.wrap(model.fc if cache is not None else model)  # only fc trains: DDP averages its gradients
+
     def train_batches(epoch: int):  # the ranks' i-th batches together: the i-th global batch of one process
         order = shard(epoch_order(len(data.train), cfg.seed, epoch), info.rank, info.world_size)
         return _loader(data.train, cfg, order, batch_size) if cache is None else \
@@ -157,7 +159,7 @@ def train_model(model, data, cfg: Config, run: Run, device) -> dict[str, Any]:
 
     def train_step(batch) -> dict[str, Any]:
         x, y = (t.to(device) for t in batch)
-        logits = model.fc(x) if cache is not None else model(x)  # (B, classes)
+        logits = net(x)  # (b, classes)
         loss = F.cross_entropy(logits, y)
         trainer.backward_step(loss)
         return {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}

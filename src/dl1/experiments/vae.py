@@ -151,6 +151,7 @@ def train(cfg: Config, run: Run, model, data: dict[str, torch.Tensor], device: t
 
     trainer = Trainer(run, {"vae": model}, {"adam": optimizer}, epochs=cfg.epochs, monitor="val/bpd", mode="min",
                       device=device, desc="vae", on_epoch_end=on_epoch_end, precision=cfg.precision)
+    net = trainer.wrap(model)  # data parallel: DistributedDataParallel averages the gradients
 
     def batches(epoch: int) -> TensorBatches:
         return TensorBatches(data["train"], batch_size=distributed.local_batch(cfg.batch_size), shuffle=True,
@@ -160,7 +161,7 @@ def train(cfg: Config, run: Run, model, data: dict[str, torch.Tensor], device: t
         model.train()
         x = batch[0].long()  # (b, 1, 28, 28) values 0..15
         noise.manual_seed(cfg.seed * 1_000_003 + trainer.step)  # this step's noise, whichever rank, however resumed
-        rec, reg, bpd = model(x, batch_noise(noise, len(x), model.z_dim, info.rank, info.world_size))
+        rec, reg, bpd = net(x, batch_noise(noise, len(x), model.z_dim, info.rank, info.world_size))
         trainer.backward_step(bpd)
         return {"bpd": bpd.detach(), "reconstruction_loss": rec.detach(), "regularization_loss": reg.detach(),
                 "ELBO": (rec + reg).detach()}

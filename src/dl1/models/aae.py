@@ -123,13 +123,16 @@ class AdversarialAE(nn.Module):
         logging_dict = {"gen_loss": gen_loss.detach(), "recon_loss": recon_loss.detach(), "ae_loss": ae_loss.detach()}
         return ae_loss, logging_dict
 
-    def get_loss_discriminator(self, z_fake: torch.Tensor, z_real: torch.Tensor | None = None
+    def get_loss_discriminator(self, z_fake: torch.Tensor, z_real: torch.Tensor | None = None,
+                               discriminator: nn.Module | None = None
                                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean of ``BCE(D(z_real), 1)`` and ``BCE(D(z_fake), 0)``, ``z_real ~ N(0, I)`` (drawn here from the global
-        random stream unless given); no gradient to the encoder."""
+        random stream unless given); no gradient to the encoder.  ``discriminator``: what scores the codes (default
+        ``self.discriminator``; data parallel, its DistributedDataParallel wrapper)."""
+        D = self.discriminator if discriminator is None else discriminator  # noqa: N806
         z_real = prior_like(z_fake) if z_real is None else z_real            # (B, z_dim), same device
-        logits_real = self.discriminator(z_real)                              # (B, 1)
-        logits_fake = self.discriminator(z_fake.detach())                     # (B, 1)
+        logits_real = D(z_real)                                               # (B, 1)
+        logits_fake = D(z_fake.detach())                                      # (B, 1)
         loss_real = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
         loss_fake = F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
         disc_loss = 0.5 * (loss_real + loss_fake)

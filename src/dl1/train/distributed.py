@@ -5,15 +5,16 @@ rank with RANK/WORLD_SIZE/LOCAL_RANK set; ``dl1`` joins the process group (:func
 gloo on CPUs) before the run folder is made, so that ``env.json`` records the backend and the world size.  Everything
 here is a no-op in one process.
 
-What the :class:`~dl1.train.Trainer` does with it is what ``DistributedDataParallel`` does, done at the optimiser so
-that it holds for every experiment alike (one model or several, one optimiser or two, a frozen CLIP beside a trainable
-prompt): rank 0's weights are broadcast before the first step (:func:`broadcast_modules`); after every backward pass
-the gradients of exactly the parameters the optimiser steps are averaged over the ranks in a few flat buffers
-(:func:`average_gradients`, with the non-finite-loss flag in the same all-reduce); frozen parameters are never sent.
-Each rank trains on its own shard of every global batch (``--batch_size`` is the global batch, :func:`local_batch`);
-epoch metrics and validation metrics are averaged over the ranks (:func:`average_metrics`, weighted by ``n`` where a
-split reports how many examples each rank scored); batch-norm running statistics are averaged at the end of every
-epoch (:func:`average_running_stats`); rank 0 alone writes the run folder.
+The gradients are PyTorch's own ``DistributedDataParallel``'s business: the :class:`~dl1.train.Trainer` wraps each
+trainable module (:func:`wrap`, ``trainer.wrap(module)``) and the experiment runs its forward pass through the wrapper,
+so DDP broadcasts rank 0's weights and averages the trainable parameters' gradients during backward (a frozen CLIP's
+parameters are not synchronised; the AAE wraps its whole model and, for its second optimiser's step, its
+discriminator).  Around it the engine adds what a training loop needs: each rank trains on its own shard of every
+global batch (``--batch_size`` is the global batch, :func:`local_batch`); a non-finite loss on any rank stops every
+rank at the same step (:func:`all_finite`); epoch metrics and validation metrics are averaged over the ranks
+(:func:`average_metrics`, weighted by ``n`` where a split reports how many examples each rank scored); batch-norm
+running statistics are averaged at the end of every epoch (:func:`average_running_stats`); the best weights read by
+rank 0 are sent to the others (:func:`broadcast_modules`); rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -130,33 +131,32 @@ def _all_reduce_flat(tensors: list[torch.Tensor], op=None, scale: float | None =
             offset += t.numel()
 
 
-def average_gradients(parameters: Iterable[torch.Tensor], flag: torch.Tensor | None = None) -> torch.Tensor | None:
-    """Average the gradients of ``parameters`` over the ranks (in place), as DistributedDataParallel does during
-    backward.  A parameter without a gradient on this rank takes part with zeros (so every rank sends the same
-    buffers); one that no rank gave a gradient gets none back, so that the optimiser skips it as one process would.
-    ``flag`` (a 0-d tensor, e.g. "this rank's loss is not finite") is summed over the ranks in the same collective and
-    returned; ``None`` when there is one process."""
-    info = current()
+def wrap(module: nn.Module, info: DistInfo | None = None) -> nn.Module:
+    """PyTorch's ``DistributedDataParallel`` around ``module`` (the module itself in one process): run the forward
+    pass through what this returns, and DDP averages the gradients of the module's trainable parameters over the ranks
+    during backward (in buckets, overlapping the backward pass); parameters that do not require gradients (a frozen
+    CLIP) are not synchronised.  Rank 0's parameters and buffers are broadcast when it is built; buffers again before
+    every forward pass only when the module has batch-norm statistics."""
+    info = info or current()
     if not info.enabled:
-        return flag
-    grads, filled = [], []
-    for p in parameters:
-        if not p.requires_grad:
-            continue
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-            filled.append(p)
-        grads.append(p.grad)
-    extra = [] if flag is None else [flag.detach().reshape(1).to(grads[0].dtype if grads else torch.float32)]
-    if extra and grads:
-        extra[0] = extra[0].to(grads[0].device)
-    _all_reduce_flat(grads + extra, scale=None)
-    for g in grads:
-        g.div_(info.world_size)
-    for p in filled:
-        if not bool(p.grad.any()):  # no rank had a gradient for it (an unused parameter)
-            p.grad = None
-    return extra[0].reshape(()) if extra else None
+        return module
+    first = next((p for p in module.parameters() if p.requires_grad), None)
+    device_ids = [first.device.index if first.device.index is not None else info.local_rank] \
+        if first is not None and first.is_cuda else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
+                                               broadcast_buffers=_has_running_stats(module))
+
+
+def _has_running_stats(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats for m in module.modules())
+
+
+def all_finite(value: torch.Tensor) -> torch.Tensor:
+    """A 0-d bool tensor: ``value`` is finite on every rank (one small all-reduce; no host sync on a GPU)."""
+    flag = torch.isfinite(value.detach()).all().to(torch.float32).reshape(1)
+    if current().enabled:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return flag.reshape(()) > 0
 
 
 def broadcast_modules(modules: Iterable[nn.Module], src: int = 0) -> None:

@@ -13,12 +13,13 @@ scaler), learning-rate schedulers (stepped per optimisation step), checkpoints (
 improvement, both atomic), early stopping, resume (model, optimisers, schedulers, RNG states, best value, patience
 counter) and the non-finite-loss guard.  An iteration-based run (GPT) is an "epoch" of ``eval_interval`` steps.
 
-Under ``torchrun`` (a joined process group, :mod:`dl1.train.distributed`) the engine makes the run data parallel for
-every experiment alike: rank 0's weights are broadcast at the start, every ``backward_step`` averages the gradients of
-the parameters its optimiser steps over the ranks, epoch and validation metrics are averaged over the ranks, batch-norm
-running statistics are averaged every epoch, each rank keeps its own random stream (saved per rank in ``last.pt``, so
-a resume with the same number of ranks is exact) and rank 0 alone writes.  The experiment only gives each rank its
-shard of every global batch.
+Under ``torchrun`` (a joined process group, :mod:`dl1.train.distributed`) the run is data parallel for every
+experiment alike: ``trainer.wrap(module)`` puts each trainable module in PyTorch's ``DistributedDataParallel`` (the
+experiment runs its forward pass through the wrapper; ``fit`` refuses to start when an optimiser's parameters are not
+wrapped), a non-finite loss on any rank stops all of them, epoch and validation metrics are averaged over the ranks,
+batch-norm running statistics are averaged every epoch, each rank keeps its own random stream (saved per rank in
+``last.pt``, so a resume with the same number of ranks is exact) and rank 0 alone writes.  The experiment gives each
+rank its shard of every global batch.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class Trainer:
         self.precision = precision
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
         self.dist = distributed.current()  # one process unless torchrun's process group was joined
+        self._wrapped: list[nn.Module] = []  # the DistributedDataParallel wrappers made by wrap()
         self.extra_state = extra_state
         self.desc = desc or run.experiment
         self.checkpoint_every = checkpoint_every
@@ -188,6 +190,25 @@ class Trainer:
             distributed.broadcast_modules(_unwrap(m) for m in self.modules.values())
         return state
 
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """The module to run the forward pass through: under torchrun PyTorch's ``DistributedDataParallel`` around
+        ``module`` (gradients of its trainable parameters averaged over the ranks during backward), the module itself
+        in one process.  Call it once per trainable module, on its device, before ``fit``."""
+        wrapped = distributed.wrap(module, self.dist)
+        if wrapped is not module:
+            self._wrapped.append(wrapped)
+        return wrapped
+
+    def _check_wrapped(self) -> None:
+        """Under torchrun, refuse to train a parameter that no ``wrap``-ed module holds (its gradient would never be
+        averaged and the ranks would drift apart)."""
+        covered = {id(p) for w in self._wrapped for p in w.module.parameters()}
+        loose = [name for name, opt in self.optimizers.items()
+                 if any(p.requires_grad and id(p) not in covered for g in opt.param_groups for p in g["params"])]
+        if loose:
+            raise DL1Error(f"data-parallel training needs every trained module wrapped (trainer.wrap(module), forward "
+                           f"through the result): the parameters of optimiser(s) {', '.join(loose)} are not")
+
     def _fold_rank_into_rng(self) -> None:
         """Give every rank but 0 a random stream of its own (dropout masks, noise, prior samples differ per rank, as
         its data does); rank 0 keeps the stream a single process would have."""
@@ -229,19 +250,14 @@ class Trainer:
 
     def backward_step(self, loss: torch.Tensor, optimizer: str | None = None,
                       parameters: Iterable[torch.Tensor] | None = None) -> None:
-        """Check the loss is finite, zero this optimiser's grads, backpropagate (outside autocast), average the
-        gradients over the ranks (under torchrun), clip, step the optimiser and its scheduler."""
+        """Check the loss is finite (on every rank, under torchrun), zero this optimiser's grads, backpropagate
+        (outside autocast), clip, step the optimiser and its scheduler."""
         name = optimizer or next(iter(self.optimizers))
         opt = self.optimizers[name]
-        if not self.dist.enabled:
-            self._check_finite(loss)
+        self._check_finite(distributed.all_finite(loss) if self.dist.enabled else loss)  # every rank stops together
         opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=False) if self.precision != "fp32" else nullcontext():
-            self.scaler.scale(loss).backward()
-        if self.dist.enabled:  # one collective: the gradients and how many ranks have a non-finite loss
-            bad = distributed.average_gradients([p for g in opt.param_groups for p in g["params"]],
-                                                flag=(~torch.isfinite(loss.detach()).all()).float())
-            self._check_finite(bad == 0)  # true when every rank's loss is finite
+            self.scaler.scale(loss).backward()  # under torchrun DistributedDataParallel averages the gradients here
         if self.clip_grad_norm:
             self.scaler.unscale_(opt)
             params = parameters if parameters is not None else [p for g in opt.param_groups for p in g["params"]]
@@ -306,8 +322,8 @@ class Trainer:
         """Train until ``epochs`` (or early stopping); returns the best epoch and its metrics."""
         if resume:
             self.resume(resume)
-        if self.dist.enabled:  # every rank starts from rank 0's weights (as DistributedDataParallel does)
-            distributed.broadcast_modules(_unwrap(m) for m in self.modules.values())
+        if self.dist.enabled:
+            self._check_wrapped()
             if not resume:
                 self._fold_rank_into_rng()
         stopped_early = False
