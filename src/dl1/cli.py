@@ -136,8 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         close = difflib.get_close_matches(command, ["list", "run", *COMMANDS], n=1)
         raise UsageError(f"unknown command {command!r}" + (f"; did you mean {close[0]}?" if close else ""))
     except DL1Error as exc:
-        world = os.environ.get("WORLD_SIZE", "1")
-        where = f" (rank {os.environ.get('RANK', '?')} of {world})" if world not in ("", "1") else ""
+        from dl1.runtime import rank, world_size
+
+        where = f" (rank {rank()} of {world_size()})" if world_size() > 1 else ""
         print(f"error{where}: {exc}", file=sys.stderr)  # under torchrun every rank says which it is
         return exc.exit_code
     except KeyboardInterrupt:

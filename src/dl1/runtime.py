@@ -78,20 +78,32 @@ def _pick_device(preference: str):
     return torch.device("cpu")
 
 
+def _torchrun_env(name: str, default: int) -> int:
+    """One of the integers torchrun sets for every process (``default`` without torchrun, or when unreadable)."""
+    try:
+        return int(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
 def world_size() -> int:
     """The number of processes of this run (torchrun's ``WORLD_SIZE``; 1 without torchrun)."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
-    except ValueError:
-        return 1
+    return max(1, _torchrun_env("WORLD_SIZE", 1))
+
+
+def rank() -> int:
+    """This process's rank (torchrun's ``RANK``; 0 without torchrun)."""
+    return _torchrun_env("RANK", 0)
 
 
 def local_rank() -> int:
     """This process's index on its node (torchrun's ``LOCAL_RANK``; 0 without torchrun)."""
-    try:
-        return int(os.environ.get("LOCAL_RANK", "0") or 0)
-    except ValueError:
-        return 0
+    return _torchrun_env("LOCAL_RANK", 0)
+
+
+def local_world_size() -> int:
+    """The processes on this node (torchrun's ``LOCAL_WORLD_SIZE``; the world size when unset)."""
+    return max(1, _torchrun_env("LOCAL_WORLD_SIZE", world_size()))
 
 
 def available_memory(device: Any) -> int | None:

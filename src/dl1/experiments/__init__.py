@@ -145,7 +145,9 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     if run_dir is None and resume and continues and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
         run_dir = resume  # continue training in the interrupted run's own folder
     check_world(name, module, cfg)
-    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes (and checks) the run folder
+    from dl1.runtime import rank
+
+    rank0 = rank() == 0  # under torchrun only rank 0 writes (and checks) the run folder
     if rank0 and run_dir is None:
         check_output_folder(out_dir, "--out_dir")
     elif rank0:
@@ -234,11 +236,12 @@ def command_line(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bo
 
 def launcher() -> list[str]:
     """``torchrun --nproc_per_node N -m`` under torchrun (the command then starts with ``dl1``), else nothing."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    from dl1.runtime import local_world_size, world_size
+
+    world, local = world_size(), local_world_size()
     if world <= 1:
         return []
-    local = os.environ.get("LOCAL_WORLD_SIZE", str(world))
-    nodes = world // max(int(local), 1)
+    nodes = world // local
     return ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []), f"--nproc_per_node={local}", "-m"]
 
 

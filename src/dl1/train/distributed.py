@@ -19,7 +19,6 @@ rank 0 are sent to the others (:func:`broadcast_modules`); rank 0 alone writes t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,14 +49,17 @@ class DistInfo:
 
 def env_info() -> DistInfo:
     """Rank information from torchrun's environment variables (single process if unset)."""
-    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                    int(os.environ.get("LOCAL_RANK", 0)))
+    from dl1.runtime import local_rank, rank, world_size
+
+    return DistInfo(rank(), world_size(), local_rank())
 
 
 def current() -> DistInfo:
     """This process's rank in the joined process group (one process when none was joined)."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        from dl1.runtime import local_rank
+
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank())
     return DistInfo()
 
 
@@ -117,18 +119,22 @@ def _buckets(tensors: list[torch.Tensor]) -> Iterable[list[torch.Tensor]]:
             yield bucket
 
 
-def _all_reduce_flat(tensors: list[torch.Tensor], op=None, scale: float | None = None) -> None:
-    """All-reduce ``tensors`` in place through a few flat buffers (one collective per bucket)."""
-    op = dist.ReduceOp.SUM if op is None else op
+def _in_flat_buckets(tensors: list[torch.Tensor], collective) -> None:
+    """``collective(flat)`` on a few flat buffers holding ``tensors`` (one call per bucket), the results copied back
+    into the tensors in place."""
     for bucket in _buckets(tensors):
         flat = torch.cat([t.reshape(-1) for t in bucket])
-        dist.all_reduce(flat, op=op)
-        if scale is not None:
-            flat.mul_(scale)
+        collective(flat)
         offset = 0
         for t in bucket:
             t.copy_(flat[offset:offset + t.numel()].view_as(t))
             offset += t.numel()
+
+
+def _batch_norms(module: nn.Module) -> list[nn.Module]:
+    """The batch-norm layers of ``module`` that keep running statistics."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+            and m.running_mean is not None]
 
 
 def wrap(module: nn.Module, info: DistInfo | None = None) -> nn.Module:
@@ -144,11 +150,7 @@ def wrap(module: nn.Module, info: DistInfo | None = None) -> nn.Module:
     device_ids = [first.device.index if first.device.index is not None else info.local_rank] \
         if first is not None and first.is_cuda else None
     return nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
-                                               broadcast_buffers=_has_running_stats(module))
-
-
-def _has_running_stats(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats for m in module.modules())
+                                               broadcast_buffers=bool(_batch_norms(module)))
 
 
 def all_finite(value: torch.Tensor) -> torch.Tensor:
@@ -163,30 +165,23 @@ def broadcast_modules(modules: Iterable[nn.Module], src: int = 0) -> None:
     """Copy rank ``src``'s parameters and buffers into every rank (as DistributedDataParallel at construction)."""
     if not current().enabled:
         return
-    tensors = [t.data for m in modules for t in (*m.parameters(), *m.buffers())]
-    for bucket in _buckets(tensors):
-        flat = torch.cat([t.reshape(-1) for t in bucket])
-        dist.broadcast(flat, src)
-        offset = 0
-        for t in bucket:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
+    _in_flat_buckets([t.data for m in modules for t in (*m.parameters(), *m.buffers())],
+                     lambda flat: dist.broadcast(flat, src))
 
 
 def average_running_stats(modules: Iterable[nn.Module]) -> None:
     """Average the batch-norm running means and variances over the ranks (each rank saw its own shard)."""
     if not current().enabled:
         return
-    stats = [t for m in modules for mod in m.modules() if isinstance(mod, nn.modules.batchnorm._NormBase)
-             and mod.track_running_stats and mod.running_mean is not None
-             for t in (mod.running_mean, mod.running_var)]
+    stats = [t for m in modules for bn in _batch_norms(m) for t in (bn.running_mean, bn.running_var)]
     if stats:
-        _all_reduce_flat(stats, scale=1.0 / current().world_size)
+        _in_flat_buckets(stats, lambda flat: (dist.all_reduce(flat), flat.div_(current().world_size)))
 
 
-def average_metrics(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def average_metrics(results: dict[str, dict[str, Any]], device: Any = "cpu") -> dict[str, dict[str, Any]]:
     """Each split's metrics averaged over the ranks: weighted by the split's ``n`` (examples this rank scored) when it
-    reports one (``n`` becomes the total), else equally.  Values that are not numbers are rank 0's."""
+    reports one (``n`` becomes the total), else equally.  Values that are not numbers are rank 0's.  ``device``: the
+    run's device, where the one all-reduce happens (a GPU under NCCL)."""
     info = current()
     if not info.enabled or not results:
         return results
@@ -196,9 +191,7 @@ def average_metrics(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
     values = torch.tensor([float(results[s][k]) * w for (s, k), w in zip(keys, weights, strict=True)] + weights,
                           dtype=torch.float64)
     counts = torch.tensor([float(m["n"]) for _, m in sorted(results.items()) if "n" in m], dtype=torch.float64)
-    values = torch.cat([values, counts])
-    if dist.get_backend() == "nccl":
-        values = values.cuda()
+    values = torch.cat([values, counts]).to(device)
     dist.all_reduce(values)
     values = values.cpu().tolist()
     out = {s: dict(m) for s, m in results.items()}
@@ -262,13 +255,6 @@ def gather(obj: Any) -> list[Any]:
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def device_for(info: DistInfo) -> torch.device:
-    """This rank's device: its own GPU under NCCL, else the CPU."""
-    if torch.cuda.is_available() and info.enabled:
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def cleanup() -> None:

@@ -314,7 +314,7 @@ class Trainer:
             self.train_cpu_s += time.process_time() - c0
             self.train_batches += n
         means = {k: _scalar(v) / max(n, 1) for k, v in totals.items()}
-        return distributed.average_metrics({"train": means})["train"] if self.dist.enabled else means
+        return distributed.average_metrics({"train": means}, self.device)["train"] if self.dist.enabled else means
 
     def fit(self, train_batches: Callable[[int], Iterable], train_step: Callable[[Any], dict],
             evaluate: Callable[[int], dict[str, dict[str, Any]]] | None = None,
@@ -339,7 +339,7 @@ class Trainer:
                 distributed.average_running_stats(_unwrap(m) for m in self.modules.values())
                 with self.autocast():
                     results = evaluate(self.epoch) if evaluate is not None else {}
-                results = distributed.average_metrics(results)
+                results = distributed.average_metrics(results, self.device)
                 for split, metrics in results.items():
                     self.run.log(self.step, split, metrics, epoch=self.epoch)
                 value = self._monitored(results)
