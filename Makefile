@@ -11,13 +11,13 @@ export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export TORCH_HOME ?= $(CURDIR)/.torch_home
 
-.PHONY: setup data browser demo tour test test-slow lint bench clean constraints
+.PHONY: setup data browser demo tour test test-slow test-slurm slurm lint bench clean constraints
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,hf]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,hf,docs]'
 	touch $(STAMP)
 
 # after an upgrade that passes `make test`: pin what the .venv now holds
@@ -25,10 +25,8 @@ constraints: setup
 	{ grep '^#' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^#'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
-SHARED_TEXT ?= ../shared/data/text/tiny_shakespeare.txt
-
+# tiny Shakespeare ships inside the package (src/dl1/data/corpora/): nothing to fetch for the GPT part
 data:
-	@if [ -f $(SHARED_TEXT) ] && [ ! -f data/tiny_shakespeare.txt ]; then mkdir -p data && cp $(SHARED_TEXT) data/tiny_shakespeare.txt; fi
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -f data/FashionMNIST/raw/train-images-idx3-ubyte ]; then \
 	  echo "Fashion-MNIST: present"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -47,8 +45,20 @@ demo: setup data
 
 tour: demo
 
-test: setup browser
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# everything the suite needs (under CI=true a test whose data or browser is missing fails, naming `make test`)
+test: setup data browser
+	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+
+# the SLURM tests start a one-node cluster; they install Debian's SLURM and munge when missing (root + apt)
+slurm:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null && command -v munged >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    (apt-get install -y -q slurmctld slurmd slurm-client munge >/dev/null || (apt-get update -q >/dev/null && \
+	     apt-get install -y -q slurmctld slurmd slurm-client munge >/dev/null)); } || \
+	  echo "NOTE: no apt (or not root): the SLURM tests will be skipped"
+
+test-slurm: setup slurm
+	$(BIN)/python -m pytest -q -rs -m slurm $(PYTEST_ARGS)
 
 test-slow: setup data
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
@@ -61,3 +71,17 @@ bench: setup data
 
 clean:
 	rm -rf $(VENV) .torch_home build *.egg-info
+
+# the documentation site (mkdocs.yml, docs/): `make docs` builds it into site/ with --strict (a broken link or a
+# missing page fails), `make docs-serve` serves it at http://127.0.0.1:8000 while you edit, `make docs-figures`
+# re-makes the site's figures from one real run of the default tour (minutes on 2 cores) into docs/figures/tour/
+.PHONY: docs docs-serve docs-figures
+
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: setup
+	$(BIN)/mkdocs serve
+
+docs-figures: setup data
+	$(BIN)/python docs/make_figures.py

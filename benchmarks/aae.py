@@ -12,13 +12,14 @@ ours / PCA (goal < 1).  For MNIST the course expects a reconstruction MSE below 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from dl1.bench_env import describe, write_json
 
 QUICK = {"train_size": 4000, "test_size": 2000, "epochs": 3}
 
@@ -178,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         res["autoencoders"].append(r)
         res["device"] = r["device"]
         _conclude(res)
-        out.write_text(json.dumps(res, indent=2) + "\n")  # after every run: a time-out keeps what finished
+        write_json(out, res)  # after every run: a time-out keeps what finished
     print_table(res)
+    print(describe())
     print(f"results: {out}   run folders: {runs_dir}")
     return 0
 

@@ -16,12 +16,13 @@ is >= 0.9 (loading and preprocessing are not the bottleneck).  Each figure is th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from dl1.bench_env import describe, write_json
 
 QUICK = {"images": 96, "batch_sizes": [32], "repeats": 1}
 
@@ -80,7 +81,7 @@ def bare_rate(model, batches, device, repeats: int) -> float:
 
 def full_rate(cfg, zs, clip, dataset, device, repeats: int) -> tuple[float, dict]:
     """Images/s of the experiment's whole evaluation pass (best of ``repeats``), how it was fed and its top-1."""
-    from dl1.experiments.clip_zeroshot import evaluate, make_batches
+    from dl1.experiments.runners.clip_zeroshot import evaluate, make_batches
 
     best, how, top1 = 0.0, {}, float("nan")
     for _ in range(repeats):
@@ -98,10 +99,11 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
     from dl1.data.clip import BatchPreprocess, load_clip_dataset
     from dl1.data.fake import write_cifar
-    from dl1.experiments.clip_zeroshot import Config, make_batches
+    from dl1.experiments.clip_zeroshot import Config
+    from dl1.experiments.runners.clip_zeroshot import make_batches
     from dl1.hub.clip import random_clip
     from dl1.models.clip import ZeroshotCLIP
-    from dl1.runtime import choose_device
+    from dl1.run.device import choose_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,12 +145,13 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(list(sys.argv[1:] if argv is None else argv))
     rows, info = measure(args)
-    from dl1.runtime import env_info
+    from dl1.run.env import env_info
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "clip_zeroshot", "args": vars(args), "info": info, "rows": rows,
-                               "env": env_info()}, indent=2) + "\n")
+    write_json(out, {"benchmark": "clip_zeroshot", "args": vars(args), "info": info, "rows": rows,
+                     "env": env_info(info["device"])})
+    print(describe())
     print(f"CLIP {info['arch']} zero-shot evaluation ({info['weights']} weights), device {info['device_name']}, "
           f"AMP: {info['amp']}, CPUs {os.cpu_count()}; text features once: {info['text_features_s']} s")
     header = ("batch", "images", "preproc", "workers", "threads", "full img/s", "bare img/s", "full/bare", "goal")

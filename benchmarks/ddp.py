@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dl1.bench_env import describe, write_json
+
 METRICS = {  # experiment -> (label, path in summary.json)
     "mlp-pytorch": ("test accuracy", ("test_accuracy",)),
     "vae": ("test bpd", ("test_bpd",)),
@@ -106,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['steps_per_s']:>9.2f}{r['speedup']:>8.2f}x  {r[label]:.6g}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"experiment": args.experiment, "flags": args.flags, "cpu_count": os.cpu_count(),
-                               "runs": rows, "ratios": ratios}, indent=2) + "\n")
+    write_json(out, {"experiment": args.experiment, "flags": args.flags, "cpu_count": os.cpu_count(),
+                     "runs": rows, "ratios": ratios})
+    print(describe())
     print(f"\nwritten {out}")
     return 0
 

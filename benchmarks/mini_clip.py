@@ -15,12 +15,13 @@ whole epoch and scales both to one epoch (the row then says so).  Needs Fashion-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from dl1.bench_env import describe, write_json
 
 QUICK = {"steps": 5, "threads": [1]}
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DL1_PROGRESS", "0")
     import torch
 
-    from dl1.runtime import env_info
+    from dl1.run.env import env_info
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['cpu_s']:>8.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "mini_clip", "args": vars(args), "rows": rows, "env": env_info()},
-                              indent=2) + "\n")
+    write_json(out, {"benchmark": "mini_clip", "args": vars(args), "rows": rows,
+                     "env": env_info(args.device)})
+    print(describe())
     print(f"wrote {out}")
     return 0
 

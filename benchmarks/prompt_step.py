@@ -17,13 +17,14 @@ are random (``dl1.hub.clip.random_clip``): speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from dl1.bench_env import describe, write_json
 
 QUICK = {"batch_size": 4, "repeats": 2, "warmup": 1}
 METHODS = ("padding", "fixed_patch", "deep_prompt")
@@ -94,8 +95,9 @@ def prompt_step(method: str, clip_model, text, batch, args, device, run_dir: Pat
     """One real training step (forward, loss, ``Trainer.backward_step`` with SGD + schedule) of ``method``."""
     import torch
 
-    from dl1.experiments.clip_prompt import Config, make_optimizer
-    from dl1.runtime import Run
+    from dl1.experiments.clip_prompt import Config
+    from dl1.experiments.runners.clip_prompt import make_optimizer
+    from dl1.run.folder import Run
     from dl1.train import Trainer
 
     model = build(method, clip_model, text, args).to(device)
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dl1.hub.clip import random_clip
-    from dl1.runtime import choose_device, env_info
+    from dl1.run.device import choose_device
+    from dl1.run.env import env_info
 
     device = choose_device(args.device)
     threads = args.threads or [torch.get_num_threads()]
@@ -183,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     report(rows, args, device)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "prompt_step", "args": vars(args), "rows": rows, "env": env_info()},
-                              indent=2) + "\n")
+    write_json(out, {"benchmark": "prompt_step", "args": vars(args), "rows": rows, "env": env_info(device)})
+    print(describe())
     print(f"wrote {out}")
     return 0
 

@@ -15,11 +15,12 @@ and, from the second epoch on, >= 10.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
+
+from dl1.bench_env import describe, write_json
 
 QUICK = {"n_train": 80, "n_val": 16, "epochs": 3}
 
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(feature extraction, once: {cache_s:.3f} s; goals: epoch 1 >= 0.9x, from epoch 2 >= 10x)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
+    print(describe())
     print(f"results: {out}")
     return 0
 

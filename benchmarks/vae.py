@@ -17,12 +17,13 @@ kernels) are paid in a warm-up before the timings and reported apart.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from dl1.bench_env import describe, write_json
 
 QUICK = {"n_train": 2048, "n_val": 512}
 
@@ -119,9 +120,10 @@ def measure_ours(args: argparse.Namespace, data: dict, device) -> dict[str, floa
     what is measured, so the epoch runs untouched there)."""
     import torch
 
-    from dl1.experiments.vae import Config, train
+    from dl1.experiments.runners.vae import train
+    from dl1.experiments.vae import Config
     from dl1.models.vae import VAE
-    from dl1.runtime import Run
+    from dl1.run.folder import Run
 
     cfg = Config(z_dim=args.z_dim, num_filters=args.num_filters, batch_size=args.batch_size, epochs=1,
                  seed=args.seed, sample_every=10_000)
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DL1_PROGRESS", "0")
     import torch
 
-    from dl1.runtime import choose_device, env_info
+    from dl1.run.device import choose_device
+    from dl1.run.env import env_info
 
     device = choose_device(args.device)
     g = torch.Generator().manual_seed(args.seed)
@@ -223,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one-time process warm-up (imports, kernel selection), not in the epochs: {warmup:.2f} s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": "vae", "args": vars(args), "rows": rows, "warmup_s": warmup, "env": env_info()}
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    result = {"benchmark": "vae", "args": vars(args), "rows": rows, "warmup_s": warmup, "env": env_info(device)}
+    write_json(out, result)
+    print(describe())
     print(f"wrote {out}")
     return 0
 

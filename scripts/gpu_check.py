@@ -409,7 +409,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --dry_run: the CPU check)")
     p.add_argument("--dry_run", action="store_true", help="run the smoke rows only; print and check the others")
     p.add_argument("--data_dir", default="data", help="folder holding FashionMNIST/raw/ (and cifar-100-python/)")
-    p.add_argument("--txt_file", default=None, help="tiny Shakespeare (default DATA_DIR/tiny_shakespeare.txt)")
+    p.add_argument("--txt_file", default=None,
+                   help="tiny Shakespeare (default DATA_DIR/tiny_shakespeare.txt, else dl1's own copy)")
     p.add_argument("--out", default="runs/gpu_check", help="folder of gpu_check.json and gpu_check.md")
     p.add_argument("--runs_dir", default=None, help="root of the rows' run folders (default OUT/runs)")
     p.add_argument("--budget_s", type=float, default=450.0, help="time for the whole check (default 450)")
@@ -436,6 +437,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--device is cuda, cuda:N or cpu")
     args.data_dir = Path(args.data_dir).resolve()
     args.txt_file = Path(args.txt_file).resolve() if args.txt_file else args.data_dir / "tiny_shakespeare.txt"
+    if not args.txt_file.exists() and args.txt_file == args.data_dir / "tiny_shakespeare.txt":
+        from dl1.data.text import resolve_text_file
+
+        args.txt_file = resolve_text_file("shakespeare")  # not in the data folder: the copy shipped with dl1
     args.out = Path(args.out).resolve()
     args.runs_dir = Path(args.runs_dir).resolve() if args.runs_dir else args.out / "runs"
     return args

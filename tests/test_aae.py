@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from dl1.data.images import class_cycle_indices as fixed_test_indices
 from dl1.experiments import execute
-from dl1.experiments.aae import Config, build, make_train_step, scale, snapshot_epochs
+from dl1.experiments.aae import Config
+from dl1.experiments.runners.aae import build, make_train_step, scale, snapshot_epochs
 from dl1.models.aae import AdversarialAE, ConvDecoder, ConvEncoder, Discriminator
 
 LN2 = math.log(2.0)
@@ -373,10 +374,10 @@ def test_benchmark_pca_and_table_on_fake_files(tmp_path, capsys):
 
 
 def test_too_big_a_step_is_refused_before_training(tmp_path, monkeypatch):
-    import dl1.runtime
+    import dl1.run.device
     from dl1.errors import DL1Error
 
-    monkeypatch.setattr(dl1.runtime, "available_memory", lambda device: 8 * 2**20)
+    monkeypatch.setattr(dl1.run.device, "available_memory", lambda device: 8 * 2**20)
     with pytest.raises(DL1Error, match=r"^training the AAE .* needs about .* what fits: --batch_size \d+$"):
         execute("aae", ["--batch_size", "512"], smoke=True, out_dir=tmp_path, quiet=True)
     assert not (tmp_path / "aae").exists() or not any((tmp_path / "aae").iterdir())

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from dl1.data import clip as D
 from dl1.errors import DL1Error
 from dl1.hub import clip as H
+from dl1.hub.clip import pretrained as HP
 from dl1.models import clip as C
 
 TINY = {"embed_dim": 32, "quick_gelu": True,
@@ -333,14 +334,14 @@ def test_pretrained_tag_found_in_the_caches(tiny, tiny_config, tmp_path, monkeyp
     save_file(state, str(snapshot / "open_clip_model.safetensors"))
     (tmp_path / "models--someorg--tiny-clip" / "refs").mkdir()
     (tmp_path / "models--someorg--tiny-clip" / "refs" / "main").write_text("abc123")
-    monkeypatch.setattr(H, "pretrained_cfg", lambda name, tag: {"hf_hub": "someorg/tiny-clip/", "quick_gelu": True})
+    monkeypatch.setattr(HP, "pretrained_cfg", lambda name, tag: {"hf_hub": "someorg/tiny-clip/", "quick_gelu": True})
     loaded = H.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
     assert loaded.weights.endswith("open_clip_model.safetensors") and loaded.pretrained == "mytag"
     assert type(loaded.model.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"  # the tag's activation
     assert _same_weights(loaded.model, tiny.model)
 
     torch.save(state, tmp_path / "tiny-clip.pt")
-    monkeypatch.setattr(H, "pretrained_cfg", lambda name, tag: {"url": "https://example.org/x/tiny-clip.pt"})
+    monkeypatch.setattr(HP, "pretrained_cfg", lambda name, tag: {"url": "https://example.org/x/tiny-clip.pt"})
     loaded = H.load_clip(tiny_config, pretrained="mytag", cache_dir=str(tmp_path))
     assert loaded.weights == str(tmp_path / "tiny-clip.pt") and _same_weights(loaded.model, tiny.model)
 
@@ -355,8 +356,8 @@ def test_download_path_forces_the_tags_activation(monkeypatch):
         seen.update(kwargs, name=name)
         raise RuntimeError("no network in tests")
 
-    monkeypatch.setattr(H, "online", lambda *a, **k: True)
-    monkeypatch.setattr(H, "cached_file", lambda cfg, cache_dir: None)
+    monkeypatch.setattr(HP, "online", lambda *a, **k: True)
+    monkeypatch.setattr(HP, "cached_file", lambda cfg, cache_dir: None)
     monkeypatch.setattr(open_clip, "create_model_and_transforms", fake_create)
     with pytest.raises(DL1Error, match="downloading CLIP ViT-B/32 'openai' weights failed"):
         H.load_clip("ViT-B/32")

@@ -108,12 +108,14 @@ def test_clip_weights_run_folder_and_arch_mini_resolve(mini_files, tmp_path, mon
     (["--prompt_type", "deep_prompt", "--injection_layer", "2"], r"injection_layer must be in \[0, 1\] .*2 blocks"),
     (["--image_size", "32", "--prompt_size", "4"], r"--image_size 32 does not match CLIP mini's input size 28"),
 ])
-def test_prompt_limits_of_the_mini_clip_come_from_its_config(mini_files, argv, message):
+def test_prompt_limits_of_the_mini_clip_come_from_its_config(mini_files, argv, message, tmp_path):
+    from dl1.data.fake import write_idx
     from dl1.experiments import execute
 
+    write_idx(tmp_path, "fashion-mnist")  # tiny IDX files: the data check passes without the real data set
     with pytest.raises(UsageError, match=message):
-        execute("clip-prompt", ["--clip_weights", str(mini_files[0]), "--dataset", "fashion-mnist-inverted", *argv],
-                out_dir="/nonexistent-never-created")
+        execute("clip-prompt", ["--clip_weights", str(mini_files[0]), "--dataset", "fashion-mnist-inverted",
+                                "--data_dir", str(tmp_path), *argv], out_dir="/nonexistent-never-created")
 
 
 def test_shifted_fashion_datasets(tmp_path):

@@ -27,7 +27,8 @@ def prompt_state(run_dir, name="last.pt"):
 
 
 def test_schedule_values_at_step_0_warmup_end_and_last_step():
-    from dl1.experiments.clip_prompt import Config, make_optimizer
+    from dl1.experiments.clip_prompt import Config
+    from dl1.experiments.runners.clip_prompt import make_optimizer
 
     class Model:  # the optimiser only needs the trainable parameters
         def trainable_parameters(self):
@@ -58,7 +59,8 @@ def test_defaults_are_the_course_recipe():
 
 
 def test_training_loss_falls_on_a_fixed_batch_with_the_course_optimiser():
-    from dl1.experiments.clip_prompt import Config, make_optimizer
+    from dl1.experiments.clip_prompt import Config
+    from dl1.experiments.runners.clip_prompt import make_optimizer
     from dl1.models.clip import tiny_clip
     from dl1.models.prompt_clip import DeepPromptCLIP, VisualPromptCLIP
     from dl1.models.prompters import PadPrompter
@@ -212,8 +214,9 @@ def test_cross_dataset_offsets_cifar100_labels_by_10(vp_run, tmp_path):
 
 def test_cross_dataset_labels_and_class_names_line_up(tmp_path):
     from dl1.data.fake import write_cifar
-    from dl1.experiments.clip_cross_dataset import Config, load_parts
-    from dl1.runtime import Run
+    from dl1.experiments.clip_cross_dataset import Config
+    from dl1.experiments.runners.clip_cross_dataset import load_parts
+    from dl1.run.folder import Run
 
     for name in ("cifar10", "cifar100"):
         write_cifar(tmp_path / "data", name, n_train=5, n_test=12)

@@ -26,7 +26,7 @@ def test_smoke_run_writes_metrics_and_figure_and_rebuilds_it(tmp_path):
     per_class = json.loads(next(run_dir.glob("*/per_class.json")).read_text())
     assert list(per_class)[:2] == ["airplane", "automobile"]
     # `dl1 report` rebuilds the figure from the run folder alone
-    from dl1.experiments.clip_zeroshot import make_figures
+    from dl1.report.clip import zeroshot_figures as make_figures
 
     figures[0].unlink()
     assert make_figures(figures[0].parents[1]) == [figures[0]] and figures[0].exists()
@@ -36,7 +36,7 @@ def test_top1_top5_are_sample_weighted_over_the_whole_split(tmp_path):
     """Batch size 7 over 24 test images (last batch of 3): the counts must equal a per-image recount."""
     from dl1.data.clip import load_clip_dataset
     from dl1.data.fake import write_cifar
-    from dl1.experiments.clip_zeroshot import evaluate
+    from dl1.experiments.runners.clip_zeroshot import evaluate
     from dl1.models.clip import ZeroshotCLIP, tiny_clip
 
     write_cifar(tmp_path, "cifar10", n_train=10, n_test=24, seed=3)

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from dl1.errors import UsageError
-from dl1.experiments import cnn_compare, execute, make_config
+from dl1.experiments import execute, make_config
+from dl1.experiments.runners import cnn_compare
 from dl1.models import zoo
-from dl1.report.cnn import FIGURES
+from dl1.report.cnn import FIGURES, make_report
 
 # REFERENCE_RESULTS.md: ImageNet-1K top-1 and parameters from torchvision's weight metadata
 REFERENCE = {"resnet18": (69.758, 11_689_512), "vgg11": (69.020, 132_863_336), "vgg11_bn": (70.370, 132_868_840),
@@ -56,7 +57,7 @@ def test_make_figures_rebuilds_from_the_run_folder(smoke_run):
     for f in FIGURES:
         (run_dir / "figures" / f).unlink()
     (run_dir / "table.md").unlink()
-    paths = cnn_compare.make_figures(run_dir)
+    paths = make_report(run_dir)
     assert all(p.exists() for p in paths) and len(paths) == len(FIGURES) + 1
 
 
@@ -125,7 +126,7 @@ def test_bad_flags_are_usage_errors():
 
 
 def _quiet_run():
-    from dl1.runtime import Run
+    from dl1.run.folder import Run
 
     return Run("cnn-compare", enabled=False, quiet=True)
 

@@ -30,7 +30,7 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     info = _join(rank, world_size, init_file)
     from dl1.data.loaders import TensorBatches
     from dl1.errors import DL1Error
-    from dl1.runtime import Run
+    from dl1.run.folder import Run
     from dl1.train import Trainer
     from dl1.train import distributed as D
 
@@ -103,7 +103,7 @@ def test_two_gloo_ranks_end_identical_and_equal_one_process(tmp_path):
 def _helpers_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     info = _join(rank, world_size, init_file)
     from dl1.errors import UsageError
-    from dl1.runtime import Run
+    from dl1.run.folder import Run
     from dl1.train import NonFiniteLossError, Trainer
     from dl1.train import distributed as D
 
@@ -201,7 +201,7 @@ def _resume_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> 
     """Dropout (per-rank random streams) + sharded data: 3 epochs straight vs 2 epochs then a resume for the third."""
     info = _join(rank, world_size, init_file)
     from dl1.data.loaders import TensorBatches
-    from dl1.runtime import Run
+    from dl1.run.folder import Run
     from dl1.train import Trainer
     from dl1.train import distributed as D
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from dl1.data.loaders import TensorBatches
 from dl1.errors import DL1Error
-from dl1.runtime import Run
+from dl1.run.folder import Run
 from dl1.train import Trainer, load_checkpoint, save_checkpoint, warmup_cosine, warmup_cosine_factor
 
 

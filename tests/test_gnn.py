@@ -268,7 +268,7 @@ def test_gnn_module_does_not_import_torch_or_matplotlib():
 
 def test_gnn_experiment_smoke(tmp_path):
     from dl1 import experiments
-    from dl1.experiments.gnn import make_figures
+    from dl1.report.gnn import make_figures
 
     summary = experiments.execute("gnn", smoke=True, out_dir=tmp_path, quiet=True)
     assert summary["all_claims_hold"] is True
@@ -290,7 +290,7 @@ def test_gnn_experiment_smoke(tmp_path):
 
 def test_gnn_experiment_is_deterministic():
     from dl1 import experiments
-    from dl1.experiments import gnn as experiment
+    from dl1.experiments.runners import gnn as experiment
 
     cfg = experiments.make_config("gnn", smoke=True)
     rows = [experiment.check_random_graph(cfg, 6, np.random.default_rng(cfg.seed)) for _ in range(2)]
@@ -330,7 +330,7 @@ def test_gnn_flags_out_of_range_or_too_big_are_refused_at_parse_time():
 def test_gnn_report_of_a_damaged_run_folder_is_one_line(tmp_path):
     from dl1 import experiments
     from dl1.errors import DL1Error
-    from dl1.experiments.gnn import make_figures
+    from dl1.report.gnn import make_figures
 
     summary = experiments.execute("gnn", smoke=True, out_dir=tmp_path, quiet=True)
     graphs = tmp_path / "gnn" / Path(summary["run_dir"]).name / "graphs.json"

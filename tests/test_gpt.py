@@ -106,7 +106,7 @@ def test_decay_groups_cover_every_parameter_once():
     class TC:
         learning_rate, weight_decay, betas = 1e-3, 0.1, (0.9, 0.95)
 
-    opt = model.configure_optimizers(TC)
+    opt = model.configure_optimizers(TC.weight_decay, TC.learning_rate, TC.betas)
     ids = [id(p) for g in opt.param_groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(names)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
@@ -252,13 +252,18 @@ def test_validation_windows_shared_by_ranks_cover_the_split_once(world):
         assert all(len(x) <= 4 for part in parts for x, _ in part)
 
 
-def test_named_corpus_lookup_and_offline_message(tmp_path, monkeypatch):
-    monkeypatch.setenv("DL1_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(DL1Error, match="tinyshakespeare/input.txt"):
-        resolve_text_file("shakespeare", data_dir=tmp_path / "empty", download=False)
-    (tmp_path / "data" / "text").mkdir(parents=True)
-    (tmp_path / "data" / "text" / "tiny_shakespeare.txt").write_text("First Citizen:\n")
-    assert resolve_text_file("shakespeare", data_dir=tmp_path / "data").read_text() == "First Citizen:\n"
+def test_named_corpus_is_the_shipped_file_offline(tmp_path, monkeypatch, no_network):
+    import dl1.data.text as text
+
+    shipped = resolve_text_file("shakespeare", data_dir=tmp_path / "empty")  # no data folder, no network
+    assert shipped.parent == Path(text.__file__).parent / "corpora" and shipped.stat().st_size == 1_115_394
+    assert shipped.read_text().startswith("First Citizen:\n") and not no_network
+    damaged = tmp_path / "corpora"
+    damaged.mkdir()
+    (damaged / "tiny_shakespeare.txt").write_text("First Citizen:\n")
+    monkeypatch.setattr(text, "CORPORA_DIR", damaged)
+    with pytest.raises(DL1Error, match="damaged"):
+        resolve_text_file("shakespeare")
     with pytest.raises(DL1Error, match="not found"):
         resolve_text_file(str(tmp_path / "missing.txt"))
     assert load_corpus("synthetic").path == "synthetic"

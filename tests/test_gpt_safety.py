@@ -239,23 +239,25 @@ def test_generate_cli_with_a_tiny_temperature(tmp_path, capsys):
 
 # -- memory ----------------------------------------------------------------------------------------------------------
 def test_memory_check_says_what_fits():
+    from dl1.experiments.memory_advice import check_gpt_fits
+
     cfg = GPTConfig(vocab_size=65, block_size=128, model_type="gpt-mini")
     available = 2 * 2**30
     with pytest.raises(DL1Error, match=r"what fits: --train_batch_size [\d,]+$") as info:
-        cfg.check_memory(4096, available, training=True, where="cpu", batch_flag="--train_batch_size",
-                         block_flag="--block_size")
+        check_gpt_fits(cfg, 4096, available, training=True, where="cpu", batch_flag="--train_batch_size",
+                       block_flag="--block_size")
     fits = int(str(info.value).rsplit(" ", 1)[1].replace(",", ""))
     assert cfg.memory_bytes(fits) <= available < cfg.memory_bytes(fits + 1)
-    cfg.check_memory(fits, available, training=True, where="cpu", batch_flag="--train_batch_size")
+    check_gpt_fits(cfg, fits, available, training=True, where="cpu", batch_flag="--train_batch_size")
     long = GPTConfig(vocab_size=65, block_size=2**20, n_layer=2, n_head=2, n_embd=64, fused_attention=False)
     with pytest.raises(DL1Error, match=r"--train_batch_size 1 with --block_size [\d,]+$"):
-        long.check_memory(8, available, training=True, where="cpu", batch_flag="--train_batch_size",
-                          block_flag="--block_size")
+        check_gpt_fits(long, 8, available, training=True, where="cpu", batch_flag="--train_batch_size",
+                       block_flag="--block_size")
     huge = GPTConfig(vocab_size=10**12, block_size=8, n_layer=1, n_head=1, n_embd=8)
     with pytest.raises(DL1Error, match="parameters and optimiser state alone need"):
-        huge.check_memory(1, available, training=True, where="cpu", batch_flag="--train_batch_size",
-                          block_flag="--block_size")
-    cfg.check_memory(10**6, None, training=True, where="mps", batch_flag="--train_batch_size")  # unknown: no check
+        check_gpt_fits(huge, 1, available, training=True, where="cpu", batch_flag="--train_batch_size",
+                       block_flag="--block_size")
+    check_gpt_fits(cfg, 10**6, None, training=True, where="mps", batch_flag="--train_batch_size")  # unknown: no check
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak resident memory from /proc")
@@ -279,9 +281,9 @@ def test_memory_estimate_is_close_to_a_measured_step():
 
 
 def test_sizes_that_cannot_fit_are_one_line_before_allocating(tmp_path, capsys, monkeypatch):
-    import dl1.runtime
+    import dl1.run.device
 
-    monkeypatch.setattr(dl1.runtime, "available_memory", lambda device: 2**30)
+    monkeypatch.setattr(dl1.run.device, "available_memory", lambda device: 2**30)
     text = tmp_path / "t.txt"
     text.write_text("abcab" * 400)
     out = tmp_path / "runs"
@@ -297,7 +299,7 @@ def test_sizes_that_cannot_fit_are_one_line_before_allocating(tmp_path, capsys, 
     assert not out.exists() or not any(p.is_dir() for p in out.rglob("*")), list(out.rglob("*"))
     path = tiny_checkpoint(tmp_path / "best.pt")
     config = GPTConfig(vocab_size=3, block_size=8, n_layer=1, n_head=2, n_embd=8)
-    monkeypatch.setattr(dl1.runtime, "available_memory", lambda device: config.memory_bytes(20, training=False))
+    monkeypatch.setattr(dl1.run.device, "available_memory", lambda device: config.memory_bytes(20, training=False))
     err = one_line_error(capsys, main(["generate", "--checkpoint", str(path), "--num_samples", "256",
                                        "--max_new_tokens", "100000"]))
     assert err.rstrip().endswith("what fits: --num_samples 20")
@@ -355,7 +357,7 @@ def _records(run_dir: str) -> list[dict]:
 @pytest.mark.parametrize("kill_at", [7, 12])
 def test_run_killed_at_any_step_and_resumed_logs_what_an_uninterrupted_run_logs(tmp_path, monkeypatch, kill_at):
     from dl1.experiments import execute
-    from dl1.runtime import Run
+    from dl1.run.folder import Run
 
     text = tmp_path / "t.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 30)
@@ -388,7 +390,7 @@ def _two_rank_kill_and_resume(rank: int, folder: str, kill_at: int) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", DL1_PROGRESS="0")
     torch.set_num_threads(1)
     from dl1.experiments import execute
-    from dl1.runtime import Run
+    from dl1.run.folder import Run
     from dl1.train import distributed
 
     distributed.init_distributed("gloo", init_method=f"file://{folder}/init")

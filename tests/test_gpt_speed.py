@@ -1,9 +1,9 @@
-"""The GPT's fast CPU path (oneDNN linear layers, fused AdamW) computes what the plain one does; the nanoGPT benchmark
-parses nanoGPT's log, maps its checkpoint onto dl1's GPT and runs nanoGPT's own code side by side."""
+"""The GPT's CPU kernels (``dl1.models.kernels``: linear and fused MLP, on MKL or oneDNN, eager and as torch.library
+custom ops) compute what plain PyTorch does, the private oneDNN op they may use still exists, and the nanoGPT
+benchmark parses nanoGPT's log, maps its checkpoint onto dl1's GPT and runs nanoGPT's own code side by side."""
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import sys
@@ -13,93 +13,145 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from dl1.models import gpt as G
-from dl1.models.gpt import GPT, GPTConfig, Linear, set_onednn_linear
+from dl1.models import kernels as K
+from dl1.models.gpt import GPT, MLP, GPTConfig, Linear, set_onednn_linear
 
 ROOT = Path(__file__).resolve().parents[1]
-ONEDNN = G._onednn_available()
-needs_onednn = pytest.mark.skipif(not ONEDNN, reason="this PyTorch build has no oneDNN linear")
+ONEDNN = K.onednn_linear_op() is not None
+BACKENDS = ["aten", pytest.param("onednn", marks=pytest.mark.skipif(not ONEDNN, reason="no oneDNN in this build"))]
 
 
-@pytest.fixture
-def every_size(monkeypatch):
-    """oneDNN for every product, however small (tiny shapes keep the tests fast)."""
-    monkeypatch.setattr(G, "ONEDNN_MIN_MACS", 0)
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    before = K.set_matmul_backend(request.param)
+    yield request.param
+    K.set_matmul_backend(before)
 
 
-def _grads(layer: torch.nn.Linear, x: torch.Tensor, g: torch.Tensor, fn) -> list[torch.Tensor]:
-    x = x.detach().clone().requires_grad_()
-    layer.zero_grad(set_to_none=True)
-    y = fn(x)
+def test_the_private_onednn_op_still_exists_with_the_schema_dl1_calls():
+    """dl1 names one private op, torch.ops.mkldnn._linear_pointwise(input, weight, bias, attr, scalars,
+    algorithm): if a PyTorch upgrade removes or changes it, this fails (and kernels.py must change with it)."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch build has no oneDNN")
+    op = K.onednn_linear_op()
+    assert op is not None, "torch.ops.mkldnn._linear_pointwise is gone: update dl1/models/kernels.py"
+    schema = str(op.default._schema)
+    for arg in ("Tensor X", "Tensor W", "Tensor? B", "str attr", "Scalar?[] scalars", "str? algorithm"):
+        assert arg in schema, f"_linear_pointwise changed: {schema}"
+    a, w, b = torch.randn(5, 3), torch.randn(4, 3), torch.randn(4)
+    torch.testing.assert_close(op(a, w, b, "none", [], ""), F.linear(a, w, b))
+
+
+def test_the_backend_follows_the_isa_unless_chosen_and_auto_measures():
+    before = K.set_matmul_backend("aten")
+    try:
+        # the default: no measurement (the same arithmetic on a quiet or a busy machine), oneDNN below AVX-512
+        avx2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT")
+        assert K.default_backend() == ("onednn" if avx2 and ONEDNN else "aten")
+        times = K.measure_backends(64, 32, 48, rounds=2)
+        assert times["aten"] > 0 and (not ONEDNN or times["onednn"] > 0)
+        K.set_matmul_backend("auto")
+        assert K.matmul_backend() in ("aten", "onednn")
+        with pytest.raises(ValueError, match="unknown matmul backend"):
+            K.set_matmul_backend("blas")
+        K.set_matmul_backend("aten")
+        assert set_onednn_linear(ONEDNN) is False and K.matmul_backend() == ("onednn" if ONEDNN else "aten")
+    finally:
+        K.set_matmul_backend(before)
+
+
+def _grads(fn, inputs: list[torch.Tensor], g: torch.Tensor) -> list[torch.Tensor]:
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in inputs]
+    y = fn(*leaves)
     y.backward(g)
-    return [y.detach(), x.grad, layer.weight.grad] + ([layer.bias.grad] if layer.bias is not None else [])
+    return [y.detach()] + [t.grad for t in leaves if t is not None]
 
 
-@needs_onednn
-@pytest.mark.parametrize("k,n,bias", [(16, 48, True), (64, 16, True), (16, 11, False), (32, 32, True)])
-def test_onednn_linear_equals_the_float64_product_forward_and_backward(k, n, bias, every_size):
+@pytest.mark.parametrize("k,n,bias", [(16, 48, True), (64, 16, True), (16, 11, False)])
+def test_linear_kernel_equals_the_float64_product_forward_and_backward(k, n, bias, backend):
     """Both weight-gradient branches (n <= k, n > k), with and without bias, a 3-d input: output, dx, dW and db
-    equal float64 F.linear to float32 rounding, and the oneDNN path is the one that ran."""
+    equal float64 F.linear to float32 rounding, eager (autograd.Function) and as the custom op."""
     torch.manual_seed(0)
-    layer = Linear(k, n, bias=bias)
-    x, g = torch.randn(3, 7, k), torch.randn(3, 7, n)
-    y = layer(x)
-    assert type(y.grad_fn).__name__ == "_OneDNNLinearBackward"
-    ours = [t.clone() for t in _grads(layer, x, g, layer)]
-    ref64 = copy.deepcopy(layer).double()
-    exact = _grads(ref64, x.double(), g.double(), lambda t: F.linear(t, ref64.weight, ref64.bias))
-    for a, b in zip(ours, exact, strict=True):
-        assert a.dtype == torch.float32
-        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
+    x, w, b, g = torch.randn(3, 7, k), torch.randn(n, k), torch.randn(n) if bias else None, torch.randn(3, 7, n)
+    exact = _grads(F.linear, [x.double(), w.double(), b.double() if bias else None], g.double())
+    for fn in (K.linear, K.linear_op):
+        ours = _grads(fn, [x, w, b], g)
+        assert len(ours) == len(exact)
+        for a, e in zip(ours, exact, strict=True):
+            assert a.dtype == torch.float32
+            torch.testing.assert_close(a.double(), e, rtol=1e-5, atol=1e-5)
 
 
-@needs_onednn
-def test_other_dtypes_autocast_and_the_switch_use_f_linear(every_size):
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_fused_mlp_equals_linear_gelu_linear_forward_and_backward(approximate, backend):
+    torch.manual_seed(0)
+    x, g = torch.randn(2, 5, 8), torch.randn(2, 5, 6)
+    w1, b1, w2, b2 = torch.randn(32, 8), torch.randn(32), torch.randn(6, 32), torch.randn(6)
+
+    def plain(x, w1, b1, w2, b2):
+        return F.linear(F.gelu(F.linear(x, w1, b1), approximate=approximate), w2, b2)
+
+    exact = _grads(plain, [t.double() for t in (x, w1, b1, w2, b2)], g.double())
+    for fn in (lambda *t: K.mlp(*t, approximate), lambda *t: K.mlp_op(*t, approximate)[0]):
+        ours = _grads(fn, [x, w1, b1, w2, b2], g)
+        for a, e in zip(ours, exact, strict=True):
+            torch.testing.assert_close(a.double(), e, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # without gradients: the kernel itself, no autograd node
+        torch.testing.assert_close(K.mlp(x, w1, b1, w2, b2, approximate), plain(x, w1, b1, w2, b2))
+
+
+def test_custom_ops_pass_torch_library_checks():
+    """torch.library.opcheck: schema, fake (meta) implementation, autograd registration agree with the kernels."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(3, 4, 8, requires_grad=True), torch.randn(6, 8, requires_grad=True), torch.randn(6)
+    torch.library.opcheck(K.linear_op, (x, w, b))
+    torch.library.opcheck(K.linear_op, (x, w, None))
+    w2, b2 = torch.randn(5, 6, requires_grad=True), torch.randn(5, requires_grad=True)
+    torch.library.opcheck(K.mlp_op, (x, w, b, w2, b2, "none"))
+
+
+def test_layers_use_the_kernels_only_for_float32_cpu_outside_autocast():
     torch.manual_seed(0)
     layer = Linear(8, 4)
     x = torch.randn(5, 8)
-    assert type(layer(x).grad_fn).__name__ == "_OneDNNLinearBackward"
-    assert type(layer.double()(x.double()).grad_fn).__name__ != "_OneDNNLinearBackward"  # float64: F.linear
+    assert type(layer(x).grad_fn).__name__ == "_LinearBackward"
+    assert type(layer.double()(x.double()).grad_fn).__name__ != "_LinearBackward"  # float64: F.linear
     layer.float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer(x).dtype == torch.bfloat16  # autocast decides, as for nn.Linear
     assert layer(torch.randn(8)).shape == (4,)  # a 1-d input
-    before = set_onednn_linear(False)
-    try:
-        assert type(layer(x).grad_fn).__name__ != "_OneDNNLinearBackward"
-    finally:
-        assert set_onednn_linear(before) is False
     with torch.inference_mode():
         torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    mlp = MLP(GPTConfig(n_embd=8, n_head=2, n_layer=1, vocab_size=5, block_size=4, resid_pdrop=0.0))
+    assert type(mlp(torch.randn(2, 3, 8)).grad_fn).__name__ == "_MLPBackward"
 
 
-@needs_onednn
-def test_training_steps_match_the_plain_path(every_size):
-    """Five AdamW steps of a small GPT with oneDNN linears and the fused optimiser against F.linear and the
-    per-tensor optimiser: the same losses and weights to float32 rounding."""
-    from types import SimpleNamespace
+def test_training_steps_match_the_plain_path(backend):
+    """Five AdamW steps of a small GPT with dl1's kernels and the fused optimiser against nn.Linear / F.gelu layers
+    and the per-tensor optimiser: the same losses and weights to float32 rounding."""
 
-    def train(onednn: bool) -> tuple[list[float], list[torch.Tensor]]:
-        before = set_onednn_linear(onednn)
-        try:
-            torch.manual_seed(0)
-            model = GPT(GPTConfig(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=32, embd_pdrop=0.0,
-                                  resid_pdrop=0.0, attn_pdrop=0.0, activation="gelu"))
-            opt = model.configure_optimizers(SimpleNamespace(weight_decay=0.1, learning_rate=3e-3, betas=(0.9, 0.99)))
-            if not onednn:  # the per-tensor optimiser of the same groups
-                opt = torch.optim.AdamW(opt.param_groups, lr=3e-3, betas=(0.9, 0.99), foreach=False)
-            g = torch.Generator().manual_seed(1)
-            losses = []
-            for _ in range(5):
-                idx = torch.randint(0, 13, (4, 17), generator=g)
-                _, loss = model(idx[:, :-1], idx[:, 1:])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-            return losses, [p.detach().clone() for p in model.parameters()]
-        finally:
-            set_onednn_linear(before)
+    def train(fast: bool) -> tuple[list[float], list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=32, embd_pdrop=0.0,
+                              resid_pdrop=0.0, attn_pdrop=0.0, activation="gelu"))
+        opt = model.configure_optimizers(weight_decay=0.1, learning_rate=3e-3, betas=(0.9, 0.99))
+        if not fast:  # plain layers and the per-tensor optimiser of the same groups
+            for m in model.modules():
+                if isinstance(m, Linear):
+                    m.forward = lambda x, m=m: F.linear(x, m.weight, m.bias)
+                if isinstance(m, MLP):
+                    m.forward = lambda x, m=m: m.dropout(m.c_proj(m.act(m.c_fc(x))))
+            opt = torch.optim.AdamW(opt.param_groups, lr=3e-3, betas=(0.9, 0.99), foreach=False)
+        g = torch.Generator().manual_seed(1)
+        losses = []
+        for _ in range(5):
+            idx = torch.randint(0, 13, (4, 17), generator=g)
+            _, loss = model(idx[:, :-1], idx[:, 1:])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses, [p.detach().clone() for p in model.parameters()]
 
     (fast_losses, fast), (plain_losses, plain) = train(True), train(False)
     assert fast_losses == pytest.approx(plain_losses, rel=1e-5)
@@ -107,19 +159,10 @@ def test_training_steps_match_the_plain_path(every_size):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-@needs_onednn
-def test_small_products_use_f_linear_and_large_ones_onednn():
-    """Below about a million multiply-adds (token-by-token generation) oneDNN's fixed cost per call loses."""
-    layer = Linear(128, 384)
-    assert type(layer(torch.randn(1, 8, 128)).grad_fn).__name__ != "_OneDNNLinearBackward"  # 0.4 M
-    assert type(layer(torch.randn(12, 64, 128)).grad_fn).__name__ == "_OneDNNLinearBackward"  # 38 M
-
-
 def test_cpu_optimiser_is_fused():
-    from types import SimpleNamespace
 
     model = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=8))
-    opt = model.configure_optimizers(SimpleNamespace(weight_decay=0.1, learning_rate=1e-3, betas=(0.9, 0.95)))
+    opt = model.configure_optimizers(weight_decay=0.1, learning_rate=1e-3, betas=(0.9, 0.95))
     assert opt.defaults["fused"] is True
 
 
@@ -226,3 +269,20 @@ def test_nanogpt_side_by_side_runs_its_own_code(bench, tmp_path):
     assert [r["ratio"] != "not measured" for r in result["rows"]] == [True] * 4
     assert nano["cpu_ms_per_iter"] > 0 and result["ours"]["cpu_ms_per_iter"] > 0
     assert sorted(p.relative_to(PEER) for p in PEER.rglob("*")) == before
+
+
+def test_benchmark_json_names_the_machine(tmp_path, bench):
+    """Every benchmark writes through dl1.bench_env.write_json: the CPU (model, torch's ISA level, cores), NumPy's
+    BLAS and the torch / oneDNN versions are in the JSON, and one printed line names them."""
+    from dl1.bench_env import describe, write_json
+
+    data = json.loads(write_json(tmp_path / "b.json", {"benchmark": "x", "rows": []}).read_text())
+    m = data["machine"]
+    assert m["cpu_model"] and m["cpu_count"] >= 1 and m["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert m["numpy_blas"]["library"] and m["torch"]["version"] == torch.__version__
+    assert (m["torch"]["onednn"] is not None) == torch.backends.mkldnn.is_available()
+    line = describe(m)
+    assert m["cpu_model"] in line and m["cpu_capability"] in line and "BLAS" in line
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):  # no benchmark writes its JSON another way
+        text = script.read_text()
+        assert "write_json(" in text and "print(describe())" in text, script.name

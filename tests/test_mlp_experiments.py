@@ -10,7 +10,7 @@ import pytest
 
 from dl1.errors import DL1Error, UsageError
 from dl1.experiments import execute, load
-from dl1.runtime import read_jsonl
+from dl1.run.files import read_jsonl
 
 
 def check_run(summary: dict, epochs: int, n_classes: int = 10) -> Path:
@@ -47,13 +47,13 @@ def test_smoke_run_on_synthetic_data(name, argv, tmp_path):
     # figures are a function of the run folder alone
     for f in (run_dir / "figures").iterdir():
         f.unlink()
-    paths = load(name).make_figures(run_dir)
+    paths = load(name).figures(run_dir)
     assert sorted(p.name for p in paths) == ["confusion_matrix.png", "curves.png", "f_beta.png"]
 
 
 def test_numpy_best_checkpoint_reproduces_test_accuracy(tmp_path):
     from dl1.data.vision import load_flat
-    from dl1.experiments.mlp_numpy import evaluate
+    from dl1.experiments.runners.mlp_numpy import evaluate
     from dl1.numpy_nn import MLP
 
     summary = execute("mlp-numpy", ["--epochs", "3", "--hidden_dims", "16", "8"], smoke=True, out_dir=tmp_path,
@@ -84,9 +84,10 @@ def _flipped_validation(seed: int = 0):
 
 def test_numpy_fit_keeps_a_copy_of_the_best_epoch_not_the_live_model(tmp_path):
     """The returned and the saved model are the one after the best epoch (here epoch 1 of 5), not the final one."""
-    from dl1.experiments.mlp_numpy import Config, fit
+    from dl1.experiments.mlp_numpy import Config
+    from dl1.experiments.runners.mlp_numpy import fit
     from dl1.numpy_nn import MLP
-    from dl1.runtime import Run
+    from dl1.run.folder import Run
 
     data = _flipped_validation()
 
@@ -111,7 +112,7 @@ def test_numpy_fit_keeps_a_copy_of_the_best_epoch_not_the_live_model(tmp_path):
 
 def test_numpy_train_epoch_casts_batches_to_the_model_dtype():
     """Training code asks for float32; a default (float64, the course's) model still trains on float32 images."""
-    from dl1.experiments.mlp_numpy import train_epoch
+    from dl1.experiments.runners.mlp_numpy import train_epoch
     from dl1.numpy_nn import MLP, SGD
 
     data = _flipped_validation()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import subprocess
 import sys
@@ -405,3 +406,60 @@ def test_mlp_learns_a_separable_problem():
     probs = model.forward(x)
     assert float(ce.forward(probs, y)) < 0.3 * first
     assert (probs.argmax(1) == y).mean() > 0.95
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# training-time work in place: the same numbers as fresh arrays
+# ---------------------------------------------------------------------------------------------------------------------
+
+def _train(reuse: bool, steps: int = 4) -> tuple[list[float], dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 20), dtype=np.float32), rng.integers(0, 5, 64)
+    model = MLP(20, [16, 8], 5, dtype=np.float32, rng=np.random.default_rng(1))
+    opt, loss_fn, losses = SGD(model.parameters(), lr=0.1), CrossEntropyModule(), []
+    if not reuse:  # per-parameter updates, as for arrays that do not share one buffer
+        opt._groups, opt._scratch = opt.pairs, [np.empty_like(p) for p, _ in opt.pairs]
+    with model.training_buffers(loss_fn) if reuse else contextlib.nullcontext():
+        for i in range(steps):
+            xb, yb = x[16 * i:16 * (i + 1)], y[16 * i:16 * (i + 1)]
+            probs = model.forward(xb)
+            losses.append(float(loss_fn.forward(probs, yb)))
+            model.backward(loss_fn.backward(probs, yb))
+            opt.step()
+        predicted = model.predict(x, batch_size=16)  # chunks copied out of the reused arrays
+    return losses, model.state_dict(), predicted
+
+
+def test_training_buffers_and_one_pass_sgd_give_the_same_numbers():
+    (fast, fast_state, fast_pred), (plain, plain_state, plain_pred) = _train(True), _train(False)
+    assert fast == plain
+    for k in plain_state:
+        np.testing.assert_array_equal(fast_state[k], plain_state[k])
+    np.testing.assert_array_equal(fast_pred, plain_pred)
+    assert len({id(c) for c in np.split(fast_pred, 4)}) == 4 and not np.allclose(fast_pred[:16], fast_pred[16:32])
+
+
+def test_reused_arrays_stay_put_and_are_dropped_after_the_block():
+    model = MLP(6, [4], 3, dtype=np.float32, rng=np.random.default_rng(0))
+    x = np.ones((2, 6), np.float32)
+    with model.training_buffers():
+        assert model.forward(x) is model.forward(2 * x)  # the same array, overwritten
+    assert not any(getattr(m, "_buffers", None) for m in model.modules)
+    assert model.forward(x) is not model.forward(x)  # outside the block: fresh arrays, as in the course
+
+
+def test_sgd_takes_one_pass_over_an_mlps_parameters():
+    model = MLP(6, [4], 3, dtype=np.float32, rng=np.random.default_rng(0))
+    opt = SGD(model.parameters(), lr=0.5)
+    assert len(opt._groups) == 1 and opt._groups[0][0].size == 6 * 4 + 4 + 4 * 3 + 3
+    for _, g in model.parameters():
+        g[...] = 1.0
+    before = model.state_dict()
+    opt.step()
+    for k, v in model.state_dict().items():
+        np.testing.assert_allclose(v, before[k] - 0.5)
+    loose = [(np.zeros(3, np.float32), np.ones(3, np.float32)), (np.zeros(2, np.float32), np.ones(2, np.float32))]
+    opt = SGD(loose, lr=0.5)
+    assert len(opt._groups) == 2
+    opt.step()
+    assert all(np.all(p == -0.5) for p, _ in loose)

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from dl1 import runtime
 from dl1.cli import main
 from dl1.experiments import command_line, make_config
+from dl1.run import env as run_env
+from dl1.run import files as run_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _records(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "time"} for r in runtime.read_jsonl(run_dir / "metrics.jsonl")]
+    return [{k: v for k, v in r.items() if k != "time"} for r in run_files.read_jsonl(run_dir / "metrics.jsonl")]
 
 
 def _one_line(capsys) -> str:
@@ -114,7 +115,7 @@ def test_every_default_config_survives_its_json(tmp_path):
 
     for name in experiments.names():
         cfg = make_config(name, smoke=True)
-        text = runtime.json_text({"experiment": name, **config_to_dict(cfg)})
+        text = run_files.json_text({"experiment": name, **config_to_dict(cfg)})
         assert make_config(name, config=json.loads(text)) == cfg, name
 
 
@@ -122,7 +123,7 @@ def test_env_json_records_versions_device_threads_and_commit(smoke_run):
     from importlib import metadata
 
     env = json.loads((smoke_run / "env.json").read_text())
-    for dist, key in runtime.PACKAGES.items():
+    for dist, key in run_env.PACKAGES.items():
         assert env[key] == metadata.version(dist)
     assert env["python"] == sys.version.split()[0]
     assert env["device"] == "cpu" and env["threads"]["torch"] >= 1 and env["threads"]["cpu_count"] >= 1
@@ -136,9 +137,9 @@ def test_env_json_records_versions_device_threads_and_commit(smoke_run):
 def test_no_git_commit_outside_a_checkout(tmp_path, monkeypatch):
     installed = tmp_path / "site-packages" / "dl1"
     installed.mkdir(parents=True)
-    monkeypatch.setattr(runtime, "__file__", str(installed / "runtime.py"))
-    monkeypatch.setattr(runtime, "_PROCESS", {"device": None, "picks": 0})  # not looked up yet
-    assert runtime.git_state() == {} and "git" not in runtime.env_info()
+    monkeypatch.setattr(run_env, "__file__", str(installed / "run" / "env.py"))
+    monkeypatch.setattr(run_env, "_GIT", {})  # not looked up yet
+    assert run_env.git_state() == {} and "git" not in run_env.env_info()
 
 
 def test_version(capsys):

@@ -10,10 +10,11 @@ from dl1.data.augment import AUGMENTATIONS, build_transform, parse_names
 from dl1.data.vision import AddGaussianNoise
 from dl1.errors import DL1Error, UsageError
 from dl1.experiments import execute, make_config
-from dl1.experiments import resnet_transfer as rt
+from dl1.experiments.runners import resnet_transfer as rt
 from dl1.hub import torchvision as tv_hub
 from dl1.models import resnet_probe
-from dl1.runtime import Run
+from dl1.report.transfer import make_figures
+from dl1.run.folder import Run
 from dl1.train import load_checkpoint
 
 
@@ -123,7 +124,7 @@ def test_summary_reports_clean_and_noisy_test_accuracy(tmp_path):
     s = execute("resnet-transfer", ["--test_noise"], smoke=True, out_dir=tmp_path, quiet=True)
     assert 0 <= s["test"]["acc"] <= 1 and 0 <= s["test_noise"]["acc"] <= 1
     assert s["data"]["synthetic"] and s["weights"] == "random"
-    assert rt.make_figures(s["run_dir"])[0].exists()
+    assert make_figures(s["run_dir"])[0].exists()
 
 
 def test_augmentations_are_placed_where_they_belong():
@@ -201,7 +202,7 @@ def test_bf16_smoke_trains_like_fp32_tests_in_bf16_and_fp16_needs_cuda(tmp_path,
     from pathlib import Path
 
     from dl1.cli import main
-    from dl1.runtime import read_jsonl
+    from dl1.run.files import read_jsonl
 
     calls = []
     accuracy = rt.accuracy

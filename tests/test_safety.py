@@ -17,7 +17,9 @@ import torch
 from dl1 import experiments
 from dl1.cli import main
 from dl1.errors import DL1Error, UsageError
-from dl1.runtime import LOCK_NAME, Run, RunLock, write_json
+from dl1.run.files import write_json
+from dl1.run.folder import Run
+from dl1.run.lock import LOCK_NAME, RunLock
 from dl1.train import load_checkpoint, save_checkpoint
 
 SMOKE_ARGS = ["--smoke"]
@@ -133,7 +135,7 @@ def test_weights_only_refusal_is_one_line_without_the_advice(tmp_path):
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from dl1.runtime import RunLock
+    from dl1.run.lock import RunLock
     Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
     RunLock(sys.argv[1]).acquire()
     print("ready", flush=True)
@@ -278,9 +280,9 @@ def test_output_folder_that_is_a_file_is_refused(tmp_path, capsys, flag):
 
 
 def test_output_folder_not_writable_is_refused(tmp_path, capsys, monkeypatch):
-    import dl1.runtime
+    import dl1.run.reader
 
-    monkeypatch.setattr(dl1.runtime.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(dl1.run.reader.os, "access", lambda path, mode: False)
     assert main(["run", "gnn", "--sizes", "4", "--out_dir", str(tmp_path / "new" / "runs")]) == 1
     assert "not writable" in one_error_line(capsys)
     assert not (tmp_path / "new").exists()

@@ -72,8 +72,8 @@ def test_model_import_has_no_matplotlib(model):
     assert "matplotlib" not in result["after_import"], f"import dl1.models.{model} loads matplotlib"
 
 
-@pytest.mark.parametrize("module", ["dl1.cli", "dl1.config", "dl1.runtime", "dl1.experiments", "dl1.errors",
-                                    "dl1.sweep", "dl1.report.cli"])
+@pytest.mark.parametrize("module", ["dl1.cli", "dl1.config", "dl1.run.folder", "dl1.run.reader", "dl1.run.device",
+                                    "dl1.run.torchrun", "dl1.experiments", "dl1.errors", "dl1.sweep", "dl1.report.cli"])
 def test_command_line_core_imports_nothing_heavy(module):
     result = probe(module)
     assert not result["after_import"], f"import {module} loads {', '.join(result['after_import'])}"

@@ -1,24 +1,20 @@
 """``dl1 tour`` writes one report; a real headless browser loads it with every figure."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import chromium, need
 
 from dl1.tour import main as tour_main
-
-
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 def _browser(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-    return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +36,8 @@ def test_report_lists_runs_and_skips(tour_dir):
     assert len(figures) >= 3 and all((tour_dir / f).exists() for f in figures)
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (make test installs it where apt exists)")
 def test_report_renders_in_headless_chromium(tour_dir, tmp_path):
+    need("Chromium", chromium() is not None, "make test (apt-get install chromium)")
     page = (tour_dir / "report.html").resolve().as_uri()
     dom = _browser(["--dump-dom", page], tmp_path)
     match = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom.stdout)

@@ -147,7 +147,7 @@ def test_given_noise_is_the_reparameterisation_and_ranks_share_the_batch_noise()
 def test_sharded_evaluation_weighted_by_n_is_the_whole_split():
     """Each rank's part of a split, averaged with the images scored as weights, equals the whole split's means:
     every image keeps its noise whichever part scores it."""
-    from dl1.experiments.vae import evaluate_split
+    from dl1.experiments.runners.vae import evaluate_split
     from dl1.train.distributed import DistInfo, shard
 
     model = VAE(num_filters=4, z_dim=2)
@@ -247,7 +247,7 @@ def test_save_image_grid_maps_the_value_range(tmp_path):
 def test_smoke_run_on_fake_idx_files_and_figures_rebuild(tmp_path):
     from dl1.data.fake import write_idx
     from dl1.experiments import execute
-    from dl1.experiments.vae import make_figures
+    from dl1.report.generative import vae_figures as make_figures
 
     write_idx(tmp_path / "data", "fashion-mnist", n_train=80, n_test=24)
     argv = ["--dataset", "fashion-mnist", "--data_dir", str(tmp_path / "data"), "--val_size", "16", "--epochs", "1",
@@ -318,16 +318,17 @@ def test_bad_flags_are_usage_errors():
 
 
 def test_too_big_a_step_is_one_line_saying_what_fits(tmp_path, monkeypatch):
-    import dl1.runtime
+    import dl1.run.device
     from dl1.errors import DL1Error
     from dl1.experiments import execute
-    from dl1.models.vae import VAE, check_step_memory
+    from dl1.experiments.memory_advice import check_step_fits
+    from dl1.models.vae import VAE
 
     need = 16 * sum(p.numel() for p in VAE(4, 2).parameters()) + 4 * 100 * VAE.activation_floats(4)
-    check_step_memory(lambda: VAE(4, 2), VAE.activation_floats(4), 100, need, what="the VAE", where="cpu")  # fits
+    check_step_fits(lambda: VAE(4, 2), VAE.activation_floats(4), 100, need, what="the VAE", where="cpu")  # fits
     with pytest.raises(DL1Error, match=r"what fits: --batch_size 99$"):
-        check_step_memory(lambda: VAE(4, 2), VAE.activation_floats(4), 100, need - 1, what="the VAE", where="cpu")
-    monkeypatch.setattr(dl1.runtime, "available_memory", lambda device: 2**20)
+        check_step_fits(lambda: VAE(4, 2), VAE.activation_floats(4), 100, need - 1, what="the VAE", where="cpu")
+    monkeypatch.setattr(dl1.run.device, "available_memory", lambda device: 2**20)
     with pytest.raises(DL1Error, match=r"^training the VAE .* on --batch_size 4096 needs about .* GiB .*--batch_size"):
         execute("vae", ["--batch_size", "4096"], smoke=True, out_dir=tmp_path, quiet=True)
     assert not (tmp_path / "vae").exists() or not any((tmp_path / "vae").iterdir())  # no run folder left

@@ -21,7 +21,7 @@ from typing import Any
 
 from dl1.config import Parser
 from dl1.errors import DL1Error, UsageError
-from dl1.runtime import check_output_folder
+from dl1.run.reader import check_output_folder
 
 
 def bench_dir() -> Path:
@@ -126,9 +126,12 @@ def main(argv: list[str]) -> int:
             continue
         results[name] = ratio_rows(json.loads(out.read_text()))
         print(f"   ({time.time() - t0:.0f} s)", flush=True)
+    from dl1.bench_env import describe, machine
+
     print()
     print_table(results)
-    (args.out_dir / "bench.json").write_text(json.dumps(results, indent=2))
+    print(describe())  # every number above was measured on this CPU
+    (args.out_dir / "bench.json").write_text(json.dumps({**results, "machine": machine()}, indent=2))
     print(f"\nresults: {args.out_dir / 'bench.json'}")
     if failed:
         raise DL1Error(f"benchmarks failed: {', '.join(failed)}")

@@ -9,7 +9,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from dl1 import __version__, experiments
+from dl1.config import build_parser, config_to_dict
 from dl1.errors import DL1Error, UsageError
+from dl1.run.files import json_text
+from dl1.run.torchrun import rank, world_size
 
 USAGE = """usage: dl1 COMMAND [...]   (dl1 --version: the version)
 
@@ -40,8 +44,6 @@ COMMANDS = {
 
 
 def _cmd_list() -> int:
-    from dl1 import experiments
-
     width = max((len(n) for n in experiments.names()), default=0)
     for name in experiments.names():
         print(f"{name:<{width}}  {experiments.describe(name)}")
@@ -80,8 +82,6 @@ RUN_EPILOG = """common flags:
 
 
 def _cmd_run(argv: list[str]) -> int:
-    from dl1 import experiments
-
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: dl1 run NAME [flags]   (dl1 list shows the names; dl1 run NAME --help the flags)")
         return 0 if argv else 2
@@ -94,17 +94,13 @@ def _cmd_run(argv: list[str]) -> int:
     run_dir = _pop_value(rest, "--run_dir", "") or None
     config = _pop_value(rest, "--config", "") or None
     if "-h" in rest or "--help" in rest:
-        from dl1.config import build_parser
-
-        module = experiments.load(name)
-        parser = build_parser(module.Config, f"dl1 run {name}", (module.__doc__ or "").strip())
-        parser.epilog = RUN_EPILOG
+        entry = experiments.load(name)
+        parser = build_parser(entry.Config, f"dl1 run {name}", entry.doc)
+        parser.epilog = (f"{RUN_EPILOG}\n\ndocs: docs/parts/{name}.md (the method, figures, numbers, the course's "
+                         f"questions);\n      make docs-serve serves it at http://127.0.0.1:8000/parts/{name}/")
         parser.print_help()
         return 0
     if print_config:
-        from dl1.config import config_to_dict
-        from dl1.runtime import json_text
-
         cfg = experiments.make_config(name, rest, smoke=smoke, config=config)
         print(json_text({"experiment": name, **config_to_dict(cfg)}), end="")
         return 0
@@ -122,8 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(USAGE)
             return 0 if args else 2
         if command in ("-V", "--version"):
-            from dl1 import __version__
-
             print(f"dl1 {__version__}")
             return 0
         if command == "list":
@@ -136,17 +130,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         close = difflib.get_close_matches(command, ["list", "run", *COMMANDS], n=1)
         raise UsageError(f"unknown command {command!r}" + (f"; did you mean {close[0]}?" if close else ""))
     except DL1Error as exc:
-        from dl1.runtime import rank, world_size
-
         where = f" (rank {rank()} of {world_size()})" if world_size() > 1 else ""
         print(f"error{where}: {exc}", file=sys.stderr)  # under torchrun every rank says which it is
         return exc.exit_code
+    except RuntimeError as exc:  # under torchrun, a rank that lost another: one line, not gloo's or NCCL's traceback
+        cause = _lost_peer(exc)
+        if cause is None:
+            raise
+        print(f"error (rank {rank()} of {world_size()}): {cause}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (dl1 list | head -1): stop quietly
         _silence_stdout()
         return 1
+
+
+def _lost_peer(exc: RuntimeError) -> str | None:
+    """The one line for a collective that timed out (``--dist_timeout``) or lost its peer's connection; None for
+    any other error, and in one process."""
+    if world_size() <= 1:
+        return None
+    from dl1.train.distributed import lost_peer
+
+    return lost_peer(exc)
 
 
 def _silence_stdout() -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
 import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dl1.errors import UsageError
@@ -40,6 +41,43 @@ def precision_arg(default: str = "fp32", note: str = "") -> Any:
     return arg(default, "Precision of the forward passes (training and validation): fp32; bf16 = bfloat16 autocast "
                         "(CPU and CUDA); fp16 = float16 autocast (CUDA only; training adds a gradient scaler)."
                + (f" {note}" if note else ""), choices=PRECISIONS)
+
+
+MAX_SEED = 2**32 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs:
+    """The arguments a run may share with every other, declared once (as litgpt's ``TrainArgs``).
+
+    A Config does not nest this group: it takes the ones it uses with :func:`shared`, a field of the same name, type,
+    range and choices, so the flags stay ``--device``, ``--seed``, ... and ``config.json`` keeps one key per flag (old
+    run folders replay unchanged).  What may differ per experiment: the default (a seed) and the help, which says
+    what the value means there (what the seed draws, which files the data folder holds)."""
+
+    device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
+    seed: int = arg(0, "Random seed.", min=0, max=MAX_SEED)
+    precision: str = precision_arg()
+    threads: int = arg(0, "torch CPU threads (0 = torch's default).", min=0, max=4096)
+    resume: str | None = arg(None, "Run folder (or checkpoint file) to continue from.")
+    compile: bool = arg(False, "torch.compile the trained model (as nanoGPT's --compile); off by default: on a CPU the "
+                               "compilation takes a minute or more and a small model's step gains little.")
+    data_dir: str | None = arg(None, "Folder holding the dataset (default: $DL1_DATA, else ./data).")
+    dist_timeout: float = arg(600.0, "Under torchrun: seconds a rank waits for the others (joining, every collective) "
+                                     "before it stops with one line naming the rank and the cause (a rank that died "
+                                     "or hangs).", min=1.0, max=86400.0)
+
+
+RUN_ARGS = {f.name: f for f in dataclasses.fields(RunArgs)}
+
+
+def shared(name: str, default: Any = dataclasses.MISSING, help: str | None = None, note: str = "") -> Any:
+    """The :class:`RunArgs` field ``name`` for a Config: its type, range and choices; ``default`` and ``help`` (or a
+    ``note`` added to the shared help) as this experiment needs them."""
+    base = RUN_ARGS[name]
+    meta = dict(base.metadata)
+    meta["help"] = (help if help is not None else meta["help"]) + (f" {note}" if note else "")
+    return dataclasses.field(default=base.default if default is dataclasses.MISSING else default, metadata=meta)
 
 
 def _resolve(tp: Any) -> tuple[Any, bool, bool]:
@@ -144,8 +182,10 @@ def validate(cfg: Any) -> Any:
 
 
 def parse_config(config_cls: type, argv: Sequence[str], prog: str, description: str = "",
-                 base: dict[str, Any] | None = None) -> Any:
-    """Parse ``argv`` into a validated ``config_cls`` instance; ``base`` overrides defaults (e.g. smoke presets)."""
+                 base: dict[str, Any] | None = None, resolve: Callable[[Any], Any] | None = None) -> Any:
+    """Parse ``argv`` into a validated ``config_cls`` instance; ``base`` overrides defaults (e.g. smoke presets).
+    ``resolve(cfg) -> cfg``: the step that may read files (a run folder given for a file, the newest run), run on the
+    parsed config before it is checked, so the Config's own construction stays pure."""
     parser = build_parser(config_cls, prog, description)
     if base:
         parser.set_defaults(**base)
@@ -160,7 +200,8 @@ def parse_config(config_cls: type, argv: Sequence[str], prog: str, description: 
         _, is_seq, _ = _resolve(hints[name])
         if is_seq and value is not None and not isinstance(values[name], tuple):
             values[name] = (values[name],)
-    return validate(config_cls(**values))
+    cfg = config_cls(**values)
+    return validate(resolve(cfg) if resolve is not None else cfg)
 
 
 def _unknown_message(prog: str, parser: argparse.ArgumentParser, unknown: list[str]) -> str:
@@ -224,8 +265,6 @@ def _typed(value: Any, elem: Any, is_seq: bool, optional: bool) -> Any:
 
 
 def json_repr(value: Any) -> str:
-    import json
-
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -21,12 +21,15 @@ from typing import Any
 
 from dl1 import experiments
 from dl1.config import Parser
+from dl1.data import catalog
+from dl1.data.text import resolve_text_file
 from dl1.errors import DL1Error, UsageError, first_line
+from dl1.report import summary as keys
 from dl1.report.cnn import tour_rows as cnn_rows
 from dl1.report.mini_clip import tour_rows as mini_clip_rows
-from dl1.report.runs import flatten
 from dl1.report.tour import select_figures, write_reports
-from dl1.runtime import check_output_folder
+from dl1.run.files import make_folder, write_file
+from dl1.run.reader import check_output_folder
 
 BUDGETS = ("quick", "default", "full")
 
@@ -61,37 +64,38 @@ def _parts(txt_file: str, clip_weights: str | None, resnet_weights: str | None,
     return [
         Part("mlp-numpy", "NumPy MLP (from scratch), Fashion-MNIST", "mlp-numpy",
              {"quick": [*fm, "--epochs", "2"], "default": [*fm], "full": [*fm]},
-             [Metric("test accuracy", "test_accuracy", "≈ 87.5 % after 10 epochs (measured, plain NumPy loop)",
+             [Metric("test accuracy", keys.TEST_ACCURACY, "≈ 87.5 % after 10 epochs (measured, plain NumPy loop)",
                      "{:.2%}")], needs="fashion-mnist"),
         Part("mlp-pytorch", "PyTorch MLP with batch norm, Fashion-MNIST", "mlp-pytorch",
              {"quick": [*fm, "--epochs", "2", "--use_batch_norm"], "default": [*fm, "--use_batch_norm"],
               "full": [*fm, "--use_batch_norm"]},
-             [Metric("test accuracy", "test_accuracy", "86.5 % with BN, 87.5 % without (10 epochs, measured)",
+             [Metric("test accuracy", keys.TEST_ACCURACY, "86.5 % with BN, 87.5 % without (10 epochs, measured)",
                      "{:.2%}")],
              needs="fashion-mnist"),
         Part("vae", "VAE on 4-bit Fashion-MNIST", "vae",
              {"quick": [*fm, "--epochs", "1", "--sample_every", "1"],
               "default": [*fm, "--epochs", "3", "--sample_every", "1"], "full": [*fm, "--epochs", "80"]},
-             [Metric("test bits/dim", "test_bpd", "2.45 bpd per-pixel categorical baseline; goal ≤ 1.6 after 80 "
+             [Metric("test bits/dim", keys.TEST_BPD, "2.45 bpd per-pixel categorical baseline; goal ≤ 1.6 after 80 "
                      "epochs (MNIST: ≈ 0.52, course)")], needs="fashion-mnist"),
         Part("aae", "Adversarial autoencoder, Fashion-MNIST", "aae",
              {"quick": [*fm, "--epochs", "1", "--save_every", "1"],
               "default": [*fm, "--epochs", "2", "--save_every", "1"], "full": [*fm, "--epochs", "100"]},
-             [Metric("test reconstruction MSE", "test.recon_loss", "MNIST, λ = 0.995: < 0.05 (course)"),
-              Metric("discriminator accuracy", "test.disc_accuracy", "≈ 0.5 when codes match the prior")],
+             [Metric("test reconstruction MSE", keys.AAE_RECON, "MNIST, λ = 0.995: < 0.05 (course)"),
+              Metric("discriminator accuracy", keys.AAE_DISC, "≈ 0.5 when codes match the prior")],
              needs="fashion-mnist"),
         Part("gpt", "Character GPT on tiny Shakespeare", "gpt",
              {"quick": ["--txt_file", txt_file, "--preset", "nanogpt-cpu", "--max_iters", "100",
                         "--eval_interval", "50"],
               "default": ["--txt_file", txt_file, "--preset", "nanogpt-cpu"],
               "full": ["--txt_file", txt_file, "--preset", "nanogpt-cpu"]},
-             [Metric("best validation loss", "best.val_loss", "1.88–1.90 after 2000 iterations (nanoGPT CPU recipe)"),
-              Metric("training tokens/s", "speed.train_tokens_per_s", "nanoGPT ≈ 8,000 at 1 thread (tour: all cores)",
+             [Metric("best validation loss", keys.GPT_BEST_VAL_LOSS,
+                     "1.88–1.90 after 2000 iterations (nanoGPT CPU recipe)"),
+              Metric("training tokens/s", keys.GPT_TOKENS_PER_S, "nanoGPT ≈ 8,000 at 1 thread (tour: all cores)",
                      "{:,.0f}")],
              needs="text", enable="dl1 tour --txt_file FILE (any text; tiny Shakespeare for the reference)"),
         Part("gnn", "Graph neural networks: the course's questions, checked", "gnn",
              {"quick": [], "default": [], "full": []},
-             [Metric("walk counts Aⁿ = enumeration", "q3_1.all_walk_counts_agree", "true (theory)", "{}")]),
+             [Metric("walk counts Aⁿ = enumeration", keys.GNN_WALKS_AGREE, "true (theory)", "{}")]),
         Part("cnn-compare", "CNN model comparison (CPU timing, random weights)", "cnn-compare",
              {"quick": ["--models", "resnet18", "mobilenet_v3_small", "--repeats", "5", "--warmup", "2",
                         "--memory_batch", "16", "--device", "cpu"],
@@ -103,20 +107,20 @@ def _parts(txt_file: str, clip_weights: str | None, resnet_weights: str | None,
                      "time")], rows=cnn_rows),
         Part("resnet-transfer", "ResNet-18 linear probe on CIFAR-100", "resnet-transfer",
              {"quick": [*resnet, "--epochs", "1"], "default": [*resnet, "--epochs", "3"], "full": [*resnet]},
-             [Metric("test accuracy", "test.acc", "≈ 58 % (course; reference solution 58.49)", "{:.2%}")],
+             [Metric("test accuracy", keys.TEST_ACC, "≈ 58 % (course; reference solution 58.49)", "{:.2%}")],
              needs="cifar100+resnet18",
              enable="dl1 run resnet-transfer --data_dir DIR_WITH_cifar-100-python --weights resnet18-f37072fd.pth"),
         Part("clip-zeroshot", "CLIP ViT-B/32 zero-shot on CIFAR-10", "clip-zeroshot",
              {"quick": [*clip, "--dataset", "cifar10", "--split", "test"],
               "default": [*clip, "--dataset", "cifar10", "--split", "test"],
               "full": [*clip, "--dataset", "cifar10", "--split", "test"]},
-             [Metric("top-1", "test.top1", "88.92 % (reference solution, test)", "{:.2f} %")], needs="cifar10+clip",
+             [Metric("top-1", keys.TEST_TOP1, "88.92 % (reference solution, test)", "{:.2f} %")], needs="cifar10+clip",
              enable="dl1 tour --clip_weights ViT-B-32.pt --data_dir DIR_WITH_cifar-10-batches-py"),
         Part("clip-prompt", "CLIP visual prompt (padding 30) on CIFAR-10", "clip-prompt",
              {"quick": [*clip, "--dataset", "cifar10", "--epochs", "1", "--max_batches", "20"],
               "default": [*clip, "--dataset", "cifar10", "--epochs", "1"],
               "full": [*clip, "--dataset", "cifar10", "--epochs", "40", "--patience", "5"]},
-             [Metric("test top-1", "results.test.top1", "93.02 % after 40 epochs (reference solution)", "{:.2f} %")],
+             [Metric("test top-1", keys.RESULTS_TEST_TOP1, "93.02 % after 40 epochs (reference solution)", "{:.2f} %")],
              needs="cifar10+clip",
              enable="dl1 tour --clip_weights ViT-B-32.pt --data_dir DIR_WITH_cifar-10-batches-py"),
         Part("mini-clip", "CLIP prompting on Fashion-MNIST (mini-CLIP)", "mini-clip",
@@ -135,21 +139,17 @@ def _parts(txt_file: str, clip_weights: str | None, resnet_weights: str | None,
 def _missing(part: Part, data_dir: str | None, txt_file: str, clip_weights: str | None,
              resnet_weights: str | None) -> str | None:
     """Why ``part`` cannot run here (None if it can); checks files only, never downloads."""
-    from dl1.data import vision
-
     needs = part.needs
     try:
         if "fashion-mnist" in needs:
-            vision.prepare("fashion-mnist", data_dir, download=False)
+            catalog.prepare("fashion-mnist", data_dir, download=False)
         if "cifar100" in needs:
-            vision.prepare("cifar100", data_dir, download=False)
+            catalog.prepare("cifar100", data_dir, download=False)
         if "cifar10+" in needs:
-            vision.prepare("cifar10", data_dir, download=False)
+            catalog.prepare("cifar10", data_dir, download=False)
     except DL1Error as exc:
         return str(exc)
     if needs == "text":
-        from dl1.data.text import resolve_text_file
-
         try:
             resolve_text_file(txt_file, data_dir, download=False)
         except DL1Error as exc:
@@ -172,8 +172,9 @@ def _resnet_cached() -> bool:
 
 
 def _value(summary: dict[str, Any], metric: Metric) -> str:
-    flat = flatten(summary)
-    value = flat.get(metric.key)
+    if not summary:  # the part did not run (skipped or failed): no numbers
+        return "—"
+    value = keys.require(summary, metric.key, "the summary")  # a key the experiment no longer writes is loud
     if value is None:
         return "—"
     try:
@@ -219,14 +220,51 @@ def _collect_figures(result: dict[str, Any], part: Part, tour_dir: Path) -> list
     names = [p.name for p in (run_dir / "figures").glob("*.png")]
     for name, caption in select_figures(part.experiment, names):
         target = tour_dir / "figures" / f"{part.key}_{name}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / "figures" / name, target)
+        make_folder(target.parent, tour_dir)  # atomically, never through a link planted in the tour folder
+        with (run_dir / "figures" / name).open("rb") as src:
+            write_file(target, lambda dst, src=src: shutil.copyfileobj(src, dst), root=tour_dir)
         out.append((f"figures/{target.name}", caption))
     return out
 
 
+def new_tour_dir(out_dir: Path, attempts: int = 1000) -> Path:
+    """A new folder ``OUT_DIR/<timestamp>`` (``-2``, ``-3``, ... when taken), created exclusively (``mkdir`` without
+    ``exist_ok``): two tours started at once into one ``--out_dir`` never share a folder, nor write into an existing
+    one (or through a link of that name)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for i in range(1, attempts + 1):
+        folder = out_dir / (stamp if i == 1 else f"{stamp}-{i}")
+        try:
+            folder.mkdir()
+        except FileExistsError:  # another tour's (or anything else's, a link included): take the next name
+            continue
+        except OSError as exc:
+            raise DL1Error(f"dl1 tour: cannot create a tour folder in {out_dir}: {first_line(exc)}") from None
+        return folder
+    raise DL1Error(f"dl1 tour: {attempts} tour folders named {stamp}* already exist in {out_dir}")
+
+
+BUDGET_HELP = {  # measured on 2-core CPU machines (see docs/getting-started.md for each part's time)
+    "quick": "a check that every part runs, not a result (minutes; its mini-CLIP part about 20 s)",
+    "default": "what make demo runs: 325-422 s in all on 2 cores (GPT: nanoGPT's 2,000-iteration CPU recipe)",
+    "full": "the course's settings (VAE 80 epochs, AAE 100, mini-CLIP 10): hours on a CPU",
+}
+
+
+def parts_help() -> str:
+    """The parts and budgets, for ``dl1 tour --help`` (a user should not learn the names from an error)."""
+    parts = _parts("shakespeare", None, None)
+    width = max(len(p.key) for p in parts)
+    lines = ["parts (--parts KEY ...; all by default; a part whose data or weights are missing is skipped):"]
+    lines += [f"  {p.key:<{width}}  {p.title}" + (f" [needs {p.needs}]" if p.needs else "") for p in parts]
+    lines += ["", "budgets (--budget):"] + [f"  {name:<7}  {text}" for name, text in BUDGET_HELP.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
-    parser = Parser(prog="dl1 tour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="dl1 tour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog=parts_help())
     parser.add_argument("--budget", choices=BUDGETS, default="default",
                         help="quick (a check), default (~5 min on 2 cores) or full (the course's settings: hours)")
     parser.add_argument("--parts", nargs="+", default=None, help="only these parts (default: all)")
@@ -244,8 +282,7 @@ def main(argv: list[str]) -> int:
                              f"known: {', '.join(p.key for p in parts)}")
         parts = [p for p in parts if p.key in args.parts]
     check_output_folder(args.out_dir, "--out_dir")
-    tour_dir = args.out_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
-    tour_dir.mkdir(parents=True, exist_ok=True)
+    tour_dir = new_tour_dir(args.out_dir)
     rows = []
     for i, part in enumerate(parts, 1):
         command = _command(part, args.budget, args.data_dir)

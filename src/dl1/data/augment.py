@@ -1,7 +1,7 @@
 """Augmentations by name, placed where they belong in the transform pipeline.
 
-The course's pipeline is ``Resize((224, 224))``, ``ToTensor``, ``Normalize``.  Every registered augmentation declares
-its stage:
+The course's pipeline is ``Resize((224, 224))``, ``ToTensor``, ``Normalize``.  Every augmentation declares its stage
+(the names, stages and help texts are in the torch-free ``dl1.data.catalog``, which the spec's flag check reads):
 
 * ``pil``: works on PIL images (AutoAugment, RandAugment, TrivialAugment, flips, crops) and runs on the native 32x32
   image **before** ``Resize`` and ``ToTensor`` (the policies were designed for CIFAR-sized images; resizing first would
@@ -20,7 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dl1.errors import UsageError
+import torchvision.transforms as T
+
+from dl1.data.catalog import AUGMENTATION_STAGES
+from dl1.data.catalog import parse_augmentations as parse_names
+from dl1.data.vision import AddGaussianNoise
 
 
 @dataclass(frozen=True)
@@ -31,48 +35,22 @@ class Augmentation:
     help: str
 
 
-def _tv():
-    import torchvision.transforms as T
-
-    return T
-
-
-AUGMENTATIONS: dict[str, Augmentation] = {a.name: a for a in (
-    Augmentation("random_hflip", "pil", lambda: _tv().RandomHorizontalFlip(p=0.5), "horizontal flip with p = 0.5"),
-    Augmentation("random_crop", "pil", lambda: _tv().RandomCrop(32, padding=4, padding_mode="reflect"),
-                 "32x32 random crop after 4-pixel reflect padding"),
-    Augmentation("auto_augment", "pil",
-                 lambda: _tv().AutoAugment(_tv().AutoAugmentPolicy.CIFAR10), "AutoAugment, CIFAR-10 policy"),
-    Augmentation("rand_augment", "pil", lambda: _tv().RandAugment(num_ops=2, magnitude=9),
-                 "RandAugment, 2 ops, magnitude 9"),
-    Augmentation("trivial_augment", "pil", lambda: _tv().TrivialAugmentWide(), "TrivialAugment (wide)"),
-    Augmentation("color_jitter", "pil", lambda: _tv().ColorJitter(0.4, 0.4, 0.4, 0.1),
-                 "colour jitter (brightness/contrast/saturation 0.4, hue 0.1)"),
-    Augmentation("random_erasing", "tensor", lambda: _tv().RandomErasing(p=0.25),
-                 "random erasing with p = 0.25 (on tensors, before Normalize)"),
-)}
-
-
-def parse_names(spec: str | None) -> tuple[str, ...]:
-    """``"random_hflip,auto_augment"`` -> the names, checked against the registry (``None``/``"none"`` -> ())."""
-    if spec is None or spec.strip().lower() in ("", "none"):
-        return ()
-    names = tuple(n.strip() for n in spec.split(",") if n.strip())
-    for n in names:
-        if n not in AUGMENTATIONS:
-            hint = " (test noise is the separate flag --test_noise)" if n == "test_noise" else ""
-            raise UsageError(f"--augmentation_name: unknown augmentation {n!r}{hint}; "
-                             f"choose from {', '.join(AUGMENTATIONS)} (comma-separated to combine)")
-    return names
+_MAKERS: dict[str, Callable[[], Any]] = {
+    "random_hflip": lambda: T.RandomHorizontalFlip(p=0.5),
+    "random_crop": lambda: T.RandomCrop(32, padding=4, padding_mode="reflect"),
+    "auto_augment": lambda: T.AutoAugment(T.AutoAugmentPolicy.CIFAR10),
+    "rand_augment": lambda: T.RandAugment(num_ops=2, magnitude=9),
+    "trivial_augment": lambda: T.TrivialAugmentWide(),
+    "color_jitter": lambda: T.ColorJitter(0.4, 0.4, 0.4, 0.1),
+    "random_erasing": lambda: T.RandomErasing(p=0.25),
+}
+AUGMENTATIONS: dict[str, Augmentation] = {name: Augmentation(name, stage, _MAKERS[name], help)
+                                          for name, (stage, help) in AUGMENTATION_STAGES.items()}
 
 
 def build_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
                     augmentation: str | None = None, test_noise: bool = False, noise_std: float = 0.1):
     """``[pil augs] -> Resize((s, s)) -> ToTensor -> [tensor augs] -> Normalize -> [AddGaussianNoise]``."""
-    import torchvision.transforms as T
-
-    from dl1.data.vision import AddGaussianNoise
-
     augs = [AUGMENTATIONS[n] for n in parse_names(augmentation)]
     steps: list[Any] = [a.make() for a in augs if a.stage == "pil"]
     steps += [T.Resize((image_size, image_size)), T.ToTensor()]

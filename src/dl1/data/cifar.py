@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from dl1.data.safe_pickle import load_pickle
 from dl1.errors import DL1Error
@@ -93,8 +94,6 @@ class CIFAR:
         return len(self.data)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        from PIL import Image
-
         img, target = Image.fromarray(self.data[index]), self.targets[index]
         if self.transform is not None:
             img = self.transform(img)

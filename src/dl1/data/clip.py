@@ -9,6 +9,7 @@ model's device, giving the same numbers (Pillow's bicubic is reproduced exactly)
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Subset
+from torchvision import transforms
 
+from dl1.data.catalog import FASHION_DATASETS
+from dl1.data.fake import write_cifar, write_idx
+from dl1.data.fashion_clip import load_fashion
+from dl1.data.loaders import TensorBatches, epoch_order, ordered_loader, shard
+from dl1.data.vision import AddGaussianNoise, get_dataset, split_indices
 from dl1.errors import DL1Error, UsageError
 
 
@@ -27,12 +35,6 @@ def load_clip_dataset(name: str, split: str, preprocess: Callable, data_dir: str
                       test_noise: bool = False, noise_std: float = 0.1):
     """The dataset ``name``/``split`` with CLIP preprocessing (+ N(0, noise_std) noise after it): CIFAR-10/100, or
     Fashion-MNIST and its domain-shifted copies (``fashion-mnist-inverted``, ...; :mod:`dl1.data.fashion_clip`)."""
-    from torchvision import transforms
-
-    from dl1.data.fashion_clip import DATASETS as FASHION_DATASETS
-    from dl1.data.fashion_clip import load_fashion
-    from dl1.data.vision import AddGaussianNoise, get_dataset
-
     transform = preprocess
     if test_noise:
         steps = list(getattr(preprocess, "transforms", [preprocess]))
@@ -49,8 +51,6 @@ _PIL_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling (PRECISION
 def _pil_bicubic_weights(in_size: int, out_size: int) -> torch.Tensor:
     """Pillow's bicubic resampling (a = -0.5) of one axis as an ``(out, in)`` matrix of its fixed-point integer
     coefficients (``Resample.c``: ``precompute_coeffs`` + ``normalize_coeffs_8bpc``), stored in float64."""
-    import math
-
     def bicubic(x: float, a: float = -0.5) -> float:
         x = abs(x)
         if x < 1.0:
@@ -102,8 +102,6 @@ class BatchPreprocess(nn.Module):
     @classmethod
     def from_preprocess(cls, preprocess: Any, noise_std: float | None = None) -> BatchPreprocess | None:
         """The batch twin of an open_clip eval ``Compose``; None if it is not the standard pipeline."""
-        from torchvision import transforms as T
-
         steps = list(getattr(preprocess, "transforms", []))
         names = [type(s).__name__ for s in steps]
         if names != ["Resize", "CenterCrop", "MaybeConvertMode", "MaybeToTensor", "Normalize"] and \
@@ -113,7 +111,7 @@ class BatchPreprocess(nn.Module):
         size = resize.size if isinstance(resize.size, int) else (resize.size[0] if len(resize.size) == 1 else None)
         crop_size = crop.size if isinstance(crop.size, int) else crop.size[0]
         square_crop = isinstance(crop.size, int) or crop.size[0] == crop.size[1]
-        if size is None or resize.max_size is not None or resize.interpolation != T.InterpolationMode.BICUBIC \
+        if size is None or resize.max_size is not None or resize.interpolation != transforms.InterpolationMode.BICUBIC \
                 or not square_crop or crop_size > size:
             return None
         return cls(size, crop_size, normalize.mean, normalize.std, noise_std)
@@ -206,8 +204,6 @@ def batches(dataset: Any, batch_size: int, device: torch.device, *, shuffle: boo
     an iterator over the first ``limit`` batches only.  With ``world_size`` > 1, rank ``rank``'s share of that order
     (:func:`dl1.data.loaders.shard`; ``batch_size`` is then the per-rank batch): the ranks' i-th batches together are
     the i-th batch one process takes with ``world_size * batch_size``."""
-    from dl1.data.loaders import TensorBatches, epoch_order, ordered_loader, shard
-
     if isinstance(dataset, RawSplit):
         raw = TensorBatches(dataset.images, dataset.targets, batch_size=batch_size, shuffle=shuffle, seed=seed,
                             epoch=epoch, device=device, rank=rank, world_size=world_size)
@@ -236,9 +232,6 @@ def cifar_folder(data_dir: str | None, synthetic: Path | None, names: Sequence[s
     real format written there (smoke runs only)."""
     if synthetic is None:
         return data_dir
-    from dl1.data.fake import write_cifar, write_idx
-    from dl1.data.fashion_clip import DATASETS as FASHION_DATASETS
-
     for name in names:
         if name in FASHION_DATASETS:
             write_idx(synthetic, "fashion-mnist", n_train=n_train, n_test=n_test, seed=seed)
@@ -252,10 +245,6 @@ def prompt_splits(dataset: str, folder: str | None, preprocess: Any, device: tor
     """clip-prompt's data: ``train``/``val`` (a seeded split of the training set; only with ``train``), ``test`` and,
     with ``test_noise``, ``test_noisy`` (N(0, 0.1) after preprocessing); torchvision datasets (PIL preprocessing) or
     :class:`RawSplit` (``mode`` picks batch preprocessing), plus ``classes`` and ``preprocess``."""
-    from torch.utils.data import Subset
-
-    from dl1.data.vision import split_indices
-
     clean = device_preprocess(mode, preprocess, device)
     noisy = device_preprocess(mode, preprocess, device, noise_std=0.1) if clean is not None else None
     out: dict[str, Any] = {"preprocess": "batch" if clean is not None else "pil"}

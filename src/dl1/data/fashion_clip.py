@@ -11,7 +11,8 @@ Each dataset yields ``(transform(PIL RGB image), label)`` like torchvision's and
 ``(N, 28, 28, 3)`` in ``.data`` (so batch preprocessing on the device works as for CIFAR), with the class names of
 :data:`CLASSES` (plain words a text encoder can read: ``t-shirt``, ``ankle boot``, ...).
 
-Nothing here imports torch at import time: the CLIP experiments read the dataset names before any heavy import.
+The names (:data:`DATASETS`, :data:`SHIFTS`, :data:`CLASSES`) live in the torch-free ``dl1.data.catalog``, which
+the CLIP experiments' specs read; this module, which reads the images, imports torch.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
-FASHION = "fashion-mnist"
-SHIFTS = ("inverted", "rot90")
-DATASETS = (FASHION, *(f"{FASHION}-{s}" for s in SHIFTS))  # the --dataset names the CLIP experiments accept
-CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+from dl1.data.catalog import FASHION, SHIFTS
+from dl1.data.catalog import FASHION_CLASSES as CLASSES
+from dl1.data.catalog import FASHION_DATASETS as DATASETS
+from dl1.data.loaders import epoch_generator
+from dl1.data.vision import get_dataset, split_indices
+from dl1.errors import UsageError
 
 
 def shift_of(name: str) -> str | None:
@@ -52,8 +57,6 @@ def apply_shift(images: np.ndarray, shift: str | None) -> np.ndarray:
 def grey_split(split: str, data_dir: str | Path | None, shift: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST ``split`` (train or test) as uint8 ``(N, 28, 28)`` images (shifted) and int64 labels, read
     from the first location that has the files (see :func:`dl1.data.vision.get_dataset`)."""
-    from dl1.data.vision import get_dataset
-
     ds = get_dataset(FASHION, split, data_dir=data_dir)
     images = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
     labels = ds.targets.numpy() if hasattr(ds.targets, "numpy") else np.asarray(ds.targets)
@@ -75,8 +78,6 @@ class FashionCLIP:
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
-
         image = Image.fromarray(self.data[index])  # (H, W, 3) uint8: RGB
         return (self.transform(image) if self.transform is not None else image), self.targets[index]
 
@@ -99,9 +100,6 @@ def training_arrays(data_dir: str | Path | None, val_size: int, seed: int, train
     """The mini-CLIP's images (original Fashion-MNIST, uint8 ``(N, 28, 28)``) and labels: ``train`` / ``val`` (a
     seeded split of the training set, ``val_size`` held out; ``train_size`` > 0 keeps that many training images) as
     ``x_train``, ``y_train``, ``x_val``, ``y_val``.  The test set is left alone (the CLIP experiments score it)."""
-    from dl1.data.vision import split_indices
-    from dl1.errors import UsageError
-
     images, labels = grey_split("train", data_dir)
     if val_size >= len(images):
         raise UsageError(f"--val_size {val_size} must be below the {len(images)} training images")
@@ -122,8 +120,6 @@ class FashionBatches:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean: Sequence[float],
                  std: Sequence[float], *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                  n_templates: int = 0, n_classes: int = len(CLASSES), drop_last: bool = False, device: Any = "cpu"):
-        import torch
-
         self.images, self.labels = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
         self.n_templates, self.n_classes, self.drop_last, self.device = n_templates, n_classes, drop_last, device
@@ -135,10 +131,6 @@ class FashionBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        import torch
-
-        from dl1.data.loaders import epoch_generator
-
         n = len(self.labels)
         generator = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)

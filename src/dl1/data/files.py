@@ -1,4 +1,4 @@
-"""NumPy arrays written whole or not at all (through :func:`dl1.runtime.write_atomic`)."""
+"""NumPy arrays written whole or not at all (through :func:`dl1.run.files.write_atomic`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from dl1.errors import DL1Error, first_line
-from dl1.runtime import write_atomic
+from dl1.run.files import write_atomic
 
 
 def save_npz(path: Path, **arrays: Any) -> Path:

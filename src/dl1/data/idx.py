@@ -17,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from dl1.errors import DL1Error, first_line
-from dl1.runtime import write_atomic
+from dl1.run.files import write_atomic
 
 UBYTE = 0x08
 IMAGE_SIDE = 28
@@ -63,7 +63,7 @@ def check_split(images: Path, labels: Path) -> None:
 
 def gunzip(gz: Path, plain: Path) -> None:
     """Decompress ``gz`` into ``plain``; a corrupt or truncated archive leaves no partial ``plain`` (see
-    :func:`dl1.runtime.write_atomic`)."""
+    :func:`dl1.run.files.write_atomic`)."""
     try:
         with gzip.open(gz, "rb") as src:
             write_atomic(plain, lambda dst: _copy_limited(src, dst, MAX_DECOMPRESSED))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dl1.data.fake import write_idx
 from dl1.data.vision import VisionArrays, load_arrays, synthetic_arrays
 
-DATASETS = ("mnist", "fashion-mnist", "synthetic")
 FAKE_IDX = {"n_train": 96, "n_test": 32}  # the VAE's synthetic data: fake IDX files of this size
 CLUSTERS = {"n_train": 256, "n_test": 64}  # the AAE's synthetic data: class clusters of this size
 
@@ -29,8 +29,6 @@ def uint8_images(dataset: str, data_dir: str | Path | None, *, val_size: int, se
     if dataset == "synthetic":
         if fake_idx_dir is None:
             return cluster_images(seed, val_size=val_size)
-        from dl1.data.fake import write_idx
-
         write_idx(fake_idx_dir, "mnist", seed=seed, **FAKE_IDX)
         dataset, data_dir = "mnist", fake_idx_dir
     return load_arrays(dataset, data_dir, val_size=val_size, seed=seed, dtype="uint8")

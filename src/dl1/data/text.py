@@ -5,14 +5,13 @@ asked for; ``CharTokenizer`` maps the sorted set of characters to ids and is sav
 generation needs no corpus; ``CharCorpus`` holds the encoded text split contiguously (first 90 % train, last 10 %
 validation) and draws batches of random windows, ``x = data[i:i+T]``, ``y = data[i+1:i+T+1]``.
 
-``resolve_text_file('shakespeare')`` finds tiny Shakespeare in the data folder or the cache, downloads the public file
-when online, and otherwise says where to put it.
+``resolve_text_file('shakespeare')`` is tiny Shakespeare as shipped inside the package (``dl1/data/corpora/``, see its
+README for the source): no network, no data folder, the same bytes everywhere (its SHA-256 is checked).
 """
 
 from __future__ import annotations
 
-import os
-import urllib.request
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dl1.data.vision import resolve_data_dir
-from dl1.errors import DL1Error, first_line
-from dl1.hub import online
-from dl1.runtime import write_atomic
+from dl1.errors import DL1Error
 
 if TYPE_CHECKING:
     import torch
 
-SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-SHAKESPEARE_NAMES = ("tiny_shakespeare.txt", "tinyshakespeare.txt", "input.txt")
-NAMED_CORPORA = {"shakespeare": (SHAKESPEARE_URL, SHAKESPEARE_NAMES)}
+CORPORA_DIR = Path(__file__).resolve().parent / "corpora"  # package data (see corpora/README.md)
+SHAKESPEARE_URL = "https://github.com/karpathy/char-rnn/blob/master/data/tinyshakespeare/input.txt"
+# named corpus -> (shipped file, its SHA-256): Karpathy's char-rnn input.txt, unchanged
+NAMED_CORPORA = {"shakespeare": ("tiny_shakespeare.txt",
+                                 "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")}
 SYNTHETIC = "synthetic"  # a generated text for smoke runs only (never a result)
 
 
@@ -46,15 +44,11 @@ def synthetic_text(n_chars: int = 20_000, seed: int = 0) -> str:
     return "".join(out)[:n_chars]
 
 
-def cache_dir() -> Path:
-    """``$DL1_CACHE`` or ``$XDG_CACHE_HOME/dl1`` or ``~/.cache/dl1``."""
-    if os.environ.get("DL1_CACHE"):
-        return Path(os.environ["DL1_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dl1"
+def resolve_text_file(name_or_path: str, data_dir: str | Path | None = None, download: bool = False) -> Path:
+    """A path to an existing text file: the path itself, or a named corpus (``shakespeare``) shipped with the package.
 
-
-def resolve_text_file(name_or_path: str, data_dir: str | Path | None = None, download: bool = True) -> Path:
-    """A path to an existing text file: the path itself, or a named corpus (``shakespeare``) found or downloaded."""
+    ``data_dir`` and ``download`` are accepted for compatibility and not used: a named corpus is always the shipped
+    file, checked against its SHA-256 (a damaged installation is one clear line)."""
     path = Path(name_or_path).expanduser()
     if name_or_path == SYNTHETIC:
         raise DL1Error("the synthetic corpus has no file; use load_corpus")
@@ -63,29 +57,22 @@ def resolve_text_file(name_or_path: str, data_dir: str | Path | None = None, dow
     if name_or_path not in NAMED_CORPORA:
         known = ", ".join(NAMED_CORPORA)
         raise DL1Error(f"text file not found: {name_or_path} (give a path to a text file, or a named corpus: {known})")
-    url, names = NAMED_CORPORA[name_or_path]
-    root = resolve_data_dir(data_dir)
-    places = [root, root / "text", cache_dir() / "text"]
-    for folder in places:
-        for n in names:
-            if (folder / n).is_file():
-                return folder / n
-    target = cache_dir() / "text" / names[0]
-    if download and online(url):
-        return _download(url, target)
-    raise DL1Error(f"{name_or_path} corpus not found in {', '.join(map(str, places))} and cannot be downloaded "
-                   f"(offline): download {url} and save it as {root / names[0]}, or pass --txt_file PATH")
+    return shipped_corpus(name_or_path)
 
 
-def _download(url: str, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def shipped_corpus(name: str) -> Path:
+    """The file of a named corpus inside the installed package, its SHA-256 checked."""
+    filename, sha256 = NAMED_CORPORA[name]
+    path = CORPORA_DIR / filename
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            write_atomic(target, lambda fh: fh.write(response.read()))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as exc:
-        raise DL1Error(f"downloading {url} failed ({first_line(exc)}); save it by hand as {target}") from None
-    print(f"downloaded {url} -> {target}", flush=True)
-    return target
+        raise DL1Error(f"the {name} corpus shipped with dl1 is missing ({path}: {exc.strerror or exc}); reinstall dl1 "
+                       f"or pass --txt_file PATH (the file: {SHAKESPEARE_URL})") from None
+    if digest != sha256:
+        raise DL1Error(f"the {name} corpus shipped with dl1 is damaged ({path}: SHA-256 {digest[:12]}..., expected "
+                       f"{sha256[:12]}...); reinstall dl1")
+    return path
 
 
 def read_text(path: str | Path, encoding: str = "auto") -> tuple[str, str]:

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import Subset
+
+from dl1.data.augment import build_transform
+from dl1.data.fake import write_cifar
+from dl1.data.vision import DATASETS, get_dataset, split_indices
 from dl1.errors import UsageError
 
 SPLIT_SEED = 42  # the course's train/validation split seed (independent of --seed)
@@ -32,15 +37,8 @@ def probe_data(dataset: str, data_dir: str | Path | None, *, image_size: int, au
                test_noise: bool, noise_std: float, val_size: int, seed: int,
                synthetic_dir: str | Path | None = None) -> ProbeData:
     """Train/val (two copies of the train set, only train augmented), test, and the noisy test set if asked."""
-    from torch.utils.data import Subset
-
-    from dl1.data.augment import build_transform
-    from dl1.data.vision import DATASETS, get_dataset, split_indices
-
     notes: dict[str, Any] = {}
     if dataset == "synthetic":
-        from dl1.data.fake import write_cifar
-
         if synthetic_dir is None:
             raise ValueError("dataset 'synthetic' needs synthetic_dir (where the fake files are written)")
         data_dir = synthetic_dir

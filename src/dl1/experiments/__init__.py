@@ -1,22 +1,15 @@
-"""Experiments: one small module per experiment, found by file name (``mlp_numpy.py`` -> ``dl1 run mlp-numpy``).
+"""Experiments: one entry per experiment in :data:`EXPERIMENTS`, declared in its spec module
+(``dl1/experiments/mlp_numpy.py`` -> ``dl1 run mlp-numpy``) as ``EXPERIMENT = Experiment.of(...)``; see
+:class:`dl1.experiments.registry.Experiment` for the contract (Config, run, smoke, presets, global_batch, resolve,
+preflight, figures, export, evaluation_only).  The spec modules import no torch, so ``dl1 list`` and ``--help`` stay
+fast; each experiment's ``run`` lives in ``dl1/experiments/runners/NAME.py``.
 
-Each module defines:
-
-* a module docstring whose first line is the one-line description shown by ``dl1 list``;
-* ``Config``: a frozen dataclass whose fields (built with :func:`dl1.config.arg`) are the flags;
-* ``SMOKE``: a dict of overrides for a seconds-long run on tiny or synthetic data (used by tests and ``--smoke``);
-* ``run(cfg, run) -> dict``: wires data, model and loss together, logs through ``run.log`` and returns
-  ``run.finish(...)``.
-
-An experiment that trains with the engine data parallel under ``torchrun`` names its global-batch flags in
-``GLOBAL_BATCH = ("batch_size",)``: under ``torchrun`` each must be a multiple of the number of ranks (every rank
-takes an equal share); an experiment without it is refused under ``torchrun`` (it would run N times over).
-
-An experiment that only evaluates (``EVALUATION_ONLY = True``, or a config with ``evaluate=True``) always gets a new
-run folder, even when ``--resume`` names an existing one.
-
-Heavy imports (open_clip, transformers, torchvision models) happen inside functions so that ``dl1 list`` and
-``--help`` stay fast.  A config field named ``resume`` pointing at a run folder makes the run continue in that folder.
+An experiment that trains with the engine data parallel under ``torchrun`` declares its global-batch flags
+(``global_batch=("batch_size",)``): each must be a multiple of the number of ranks; an experiment without them is
+refused under ``torchrun`` (it would run N times over).  An evaluation (``evaluation_only``, or its ``evaluate_flag``
+set) always gets a new run folder, even when ``--resume`` names an existing one; a ``--resume`` naming a run folder
+otherwise makes the run continue in that folder; its checkpoint is read once, checked before anything is written,
+and handed on to the runner and the engine through the Run (``run.resume_state``).
 
 From Python (a notebook too): ``make_config(name, flags)`` gives the checked Config, ``execute(name, flags)`` runs it
 and returns its summary; ``config=RUN_DIR`` starts from a run's ``config.json``.
@@ -24,13 +17,10 @@ and returns its summary; ``config=RUN_DIR`` starts from a run's ``config.json``.
 
 from __future__ import annotations
 
-import ast
 import contextlib
+import dataclasses
 import difflib
-import importlib
-import json
 import os
-import pkgutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -38,62 +28,81 @@ from typing import Any
 
 from dl1.config import config_to_dict, parse_config, to_flags, values_from_file
 from dl1.errors import DL1Error, UsageError, first_line
+from dl1.experiments import (
+    aae,
+    clip_cross_dataset,
+    clip_prompt,
+    clip_zeroshot,
+    cnn_compare,
+    gnn,
+    gpt,
+    mini_clip,
+    mlp_numpy,
+    mlp_pytorch,
+    resnet_transfer,
+    vae,
+)
+from dl1.experiments.registry import Experiment
+from dl1.report.summary import require
+from dl1.run.files import read_json
+from dl1.run.folder import Run
+from dl1.run.reader import RunFolder, check_output_folder, checkpoint_file, holds_run
+from dl1.run.resume import resolve
+from dl1.run.torchrun import local_world_size, rank, world_size
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in sorted(
+    (m.EXPERIMENT for m in (aae, clip_cross_dataset, clip_prompt, clip_zeroshot, cnn_compare, gnn, gpt, mini_clip,
+                            mlp_numpy, mlp_pytorch, resnet_transfer, vae)), key=lambda e: e.name)}
 
 
 def names() -> list[str]:
     """All experiment names, sorted."""
-    here = Path(__file__).parent
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+    return list(EXPERIMENTS)
 
 
 def describe(name: str) -> str:
-    """First line of the experiment module's docstring, read without importing it."""
-    path = Path(__file__).parent / f"{name.replace('-', '_')}.py"
-    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The one-line description of ``dl1 list``."""
+    return load(name).description
 
 
-def load(name: str) -> ModuleType:
-    """Import an experiment module by its CLI name; an unknown name names the closest one."""
-    known = names()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
+def load(name: str) -> Experiment:
+    """The registry entry of an experiment by its CLI name; an unknown name names the closest one."""
+    if name not in EXPERIMENTS:
+        close = difflib.get_close_matches(name, names(), n=1, cutoff=0.4)
+        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(names())}"
         raise UsageError(f"unknown experiment {name!r}{hint}")
-    return importlib.import_module(f"dl1.experiments.{name.replace('-', '_')}")
+    return EXPERIMENTS[name]
 
 
 def make_config(name: str, argv: list[str] | tuple[str, ...] = (), smoke: bool = False,
                 overrides: dict[str, Any] | None = None, config: str | Path | dict[str, Any] | None = None) -> Any:
-    """Build the validated Config of an experiment.  Later sources win: defaults, ``SMOKE`` (if asked), ``config``
-    (a run's ``config.json``, its folder, or such a dict), the recipe of a ``--preset`` given here, ``overrides``,
-    then the flags in ``argv``."""
-    module = load(name)
-    base = dict(getattr(module, "SMOKE", {})) if smoke else {}
+    """Build the validated Config of an experiment.  Later sources win: defaults, its ``smoke`` values (if asked),
+    ``config`` (a run's ``config.json``, its folder, or such a dict), the recipe of a ``--preset`` given here,
+    ``overrides``, then the flags in ``argv``.  The entry's ``resolve`` step (file reads: a run folder given for a
+    weights file) runs on the parsed values, before they are checked."""
+    entry = load(name)
+    base = dict(entry.smoke) if smoke else {}
     if config is not None:
-        base.update(config_file_values(name, module, config))
+        base.update(config_file_values(entry, config))
     preset = _preset_name(list(argv)) or (overrides or {}).get("preset")
-    presets = getattr(module, "PRESETS", {})
-    if preset in presets:  # a recipe's values become the defaults; explicit flags still win
-        base = {**base, **presets[preset]}
+    if preset in entry.presets:  # a recipe's values become the defaults; explicit flags still win
+        base = {**base, **entry.presets[preset]}
     base.update(overrides or {})
-    doc = (module.__doc__ or "").strip()
-    return parse_config(module.Config, list(argv), prog=f"dl1 run {name}", description=doc, base=base)
+    return parse_config(entry.Config, list(argv), prog=f"dl1 run {name}", description=entry.doc, base=base,
+                        resolve=entry.resolve)
 
 
-def config_file_values(name: str, module: ModuleType, config: str | Path | dict[str, Any]) -> dict[str, Any]:
+def config_file_values(entry: Experiment, config: str | Path | dict[str, Any]) -> dict[str, Any]:
     """The values of a run's ``config.json`` (or of a run folder's, or of such a dict) for experiment ``name``.
 
     A config of another experiment is refused with one line.  Keys the experiment does not have are named in a note.
     ``resume`` is kept only for an evaluation (there it names what is evaluated): replaying a training run starts a
     new one, which gives the metrics the resumed run had."""
-    source = "--config"
+    name, source = entry.name, "--config"
     if not isinstance(config, dict):
         path = Path(config)
         path = path / "config.json" if path.is_dir() else path
         source = f"--config {path}"
-        from dl1.runtime import read_json
-
         try:
             config = read_json(path)
         except FileNotFoundError:
@@ -103,10 +112,10 @@ def config_file_values(name: str, module: ModuleType, config: str | Path | dict[
     other = config.get("experiment", name)
     if other != name:
         raise UsageError(f"{source} is the config of a {other} run, not of {name} (use dl1 run {other} --config ...)")
-    values, unknown = values_from_file(module.Config, {k: v for k, v in config.items() if k != "experiment"}, source)
+    values, unknown = values_from_file(entry.Config, {k: v for k, v in config.items() if k != "experiment"}, source)
     if unknown:
         print(f"note: {source}: ignoring {', '.join(unknown)} (not a flag of {name})", file=sys.stderr, flush=True)
-    evaluation = values.get("evaluate", False) or getattr(module, "EVALUATION_ONLY", False)
+    evaluation = entry.evaluation_only or bool(entry.evaluate_flag and values.get(entry.evaluate_flag))
     if values.get("resume") and not evaluation:
         print(f"note: {source}: not resuming from {values['resume']} (a replay is a new run; add --resume to "
               "continue one)", file=sys.stderr, flush=True)
@@ -136,80 +145,87 @@ def execute(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = 
     A ``run_dir`` that already holds a run is only continued, when ``--resume`` names it, and only after its
     experiment and checkpoint have been checked; the folder's lock is released however the run ends, and a run that
     fails before it records anything leaves no folder behind."""
-    from dl1.runtime import Run, check_output_folder
-
-    module = load(name)
+    entry = load(name)
     cfg = make_config(name, argv, smoke=smoke, overrides=overrides, config=config)
-    resume = getattr(cfg, "resume", None)
-    continues = not getattr(cfg, "evaluate", False) and not getattr(module, "EVALUATION_ONLY", False)
+    if "resume" in entry.field_names() and cfg.resume == "auto":  # a requeued job: continue, or start fresh
+        cfg = dataclasses.replace(cfg, resume=resolve(run_dir, rank0=rank() == 0))
+    resume = cfg.resume if "resume" in entry.field_names() else None
+    continues = not entry.is_evaluation(cfg)
     if run_dir is None and resume and continues and Path(resume).is_dir() and (Path(resume) / "checkpoints").is_dir():
         run_dir = resume  # continue training in the interrupted run's own folder
-    check_world(name, module, cfg)
-    from dl1.runtime import rank
-
+    check_world(entry, cfg)
     rank0 = rank() == 0  # under torchrun only rank 0 writes (and checks) the run folder
+    resume_from = None  # a continued run's checkpoint, read once here and handed on through the Run
     if rank0 and run_dir is None:
         check_output_folder(out_dir, "--out_dir")
     elif rank0:
         check_output_folder(run_dir, "--run_dir")
-        check_run_folder(name, Path(run_dir), resume if continues else None)
-    preflight(module, cfg)
-    joined = join_process_group()
+        resume_from = check_run_folder(name, Path(run_dir), resume if continues else None)
+    preflight(entry, cfg)
+    joined = join_process_group(cfg.dist_timeout if "dist_timeout" in entry.field_names() else None)
     if command is None:
         command = command_line(name, argv, smoke=smoke, tensorboard=tensorboard, out_dir=out_dir, run_dir=run_dir,
-                               config=config, overrides=overrides, config_cls=module.Config)
+                               config=config, overrides=overrides, config_cls=entry.Config)
     run = Run(name, config_to_dict(cfg), root=out_dir, argv=launcher() + list(command), directory=run_dir,
-              quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard)
+              quiet=quiet or not rank0, enabled=rank0, tensorboard=tensorboard, distributed=process_group(),
+              resume_from=resume_from)
     try:
         with contextlib.ExitStack() as stack:
             if not rank0:  # rank 0 speaks for the run; the others' errors still reach stderr
                 stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
-            return module.run(cfg, run)
+            summary = entry.run(cfg, run)
+            for key in entry.summary_keys:  # what report and tour read: the schema of dl1.report.summary
+                require(summary, key, f"the summary of {name}")
+            return summary
     except BaseException:
         run.discard()  # nothing recorded yet (missing data, weights, a bad size): no empty folder
         raise
     finally:
         run.close()
         if joined:
-            from dl1.train.distributed import cleanup
-
-            cleanup()
+            _distributed().cleanup()
 
 
-def check_world(name: str, module: ModuleType, cfg: Any) -> None:
+def check_world(entry: Experiment, cfg: Any) -> None:
     """Under torchrun (``WORLD_SIZE`` > 1): the experiment trains data parallel, and its global batches can be shared
     evenly by the ranks; refused with one line before anything is loaded."""
-    from dl1.runtime import world_size
-
     world = world_size()
     if world <= 1:
         return
-    flags = getattr(module, "GLOBAL_BATCH", None)
-    if flags is None:
-        raise UsageError(f"{name} does not train data parallel: under torchrun its {world} processes would each do "
-                         f"the whole run; start it without torchrun")
-    for flag in flags:
-        value = getattr(cfg, flag)
-        if value % world:
-            raise UsageError(f"--{flag} {value} is the global batch, shared by {world} ranks: give a multiple of "
-                             f"{world}")
+    if entry.global_batch is None:
+        raise UsageError(f"{entry.name} does not train data parallel: under torchrun its {world} processes would "
+                         f"each do the whole run; start it without torchrun")
+    distributed = _distributed()
+    info = distributed.DistInfo(rank(), world, 0)  # the group is not joined yet: torchrun's environment says the size
+    for flag in entry.global_batch:  # the one rule for sharing a global batch
+        distributed.local_batch(getattr(cfg, flag), f"--{flag}", info=info)
 
 
-def join_process_group() -> bool:
+def join_process_group(timeout: float | None = None) -> bool:
     """Join torchrun's process group before the run folder is made (its ``env.json`` records the backend and the
-    world size); True when this call joined it (the caller leaves it at the end)."""
-    from dl1.runtime import world_size
-
+    world size); True when this call joined it (the caller leaves it at the end).  ``timeout``: ``--dist_timeout``,
+    the seconds a rank waits for the others."""
     if world_size() <= 1:
         return False
-    import torch.distributed as dist
-
-    from dl1.train.distributed import init_distributed
-
-    if dist.is_available() and dist.is_initialized():
+    distributed = _distributed()
+    if distributed.dist.is_available() and distributed.dist.is_initialized():
         return False  # joined by the caller (a test, a notebook): the caller leaves it
-    init_distributed()
+    distributed.init_distributed(timeout=timeout)
     return True
+
+
+def process_group() -> dict[str, Any]:
+    """The joined process group's facts for ``env.json`` (``{}`` in one process)."""
+    if world_size() <= 1:
+        return {}
+    return _distributed().describe()
+
+
+def _distributed() -> ModuleType:
+    """:mod:`dl1.train.distributed` (torch.distributed), imported only under torchrun: one process never loads it."""
+    from dl1.train import distributed
+
+    return distributed
 
 
 def command_line(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bool = False,
@@ -236,8 +252,6 @@ def command_line(name: str, argv: list[str] | tuple[str, ...] = (), *, smoke: bo
 
 def launcher() -> list[str]:
     """``torchrun --nproc_per_node N -m`` under torchrun (the command then starts with ``dl1``), else nothing."""
-    from dl1.runtime import local_world_size, world_size
-
     world, local = world_size(), local_world_size()
     if world <= 1:
         return []
@@ -245,28 +259,28 @@ def launcher() -> list[str]:
     return ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []), f"--nproc_per_node={local}", "-m"]
 
 
-def check_run_folder(name: str, folder: Path, resume: str | None) -> None:
+def check_run_folder(name: str, folder: Path, resume: str | None) -> tuple[Path, Any] | None:
     """Refuse a run folder that holds a run unless ``resume`` names it (the folder or a checkpoint in it); for one
     that is continued, check before anything is written that it is a run of ``name`` and that its checkpoint reads
-    (a truncated or hostile file is refused here, with the folder unchanged)."""
-    from dl1.runtime import checkpoint_file, holds_run
-
+    (a truncated or hostile file is refused here, with the folder unchanged).  Returns ``(path, checkpoint)`` of the
+    continued run (read once, tensors mapped: the Run hands it on to the runner and the engine, which do not read
+    the file again), else None."""
     if not holds_run(folder):
-        return
+        return None
     if not resume or not _inside(Path(resume), folder):
         raise UsageError(f"--run_dir {folder} already holds a run; continue it with --resume {folder}, or choose "
                          f"a new folder")
-    config = folder / "config.json"
-    if config.exists():
+    if (folder / "config.json").exists():
         try:
-            other = json.loads(config.read_bytes().decode("utf-8")).get("experiment")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            other = RunFolder(folder).config.get("experiment")
+        except DL1Error as exc:
             raise DL1Error(f"cannot resume {folder}: its config.json is unreadable ({first_line(exc)})") from None
         if other != name:
             raise UsageError(f"cannot resume {folder} with {name}: it is a run of {other!r}")
     from dl1.train.checkpoint import load_checkpoint
 
-    load_checkpoint(checkpoint_file(resume, prefer="last"), mmap=True)
+    path = checkpoint_file(resume, prefer="last")
+    return path, load_checkpoint(path, mmap=True)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -274,26 +288,8 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def preflight(module: ModuleType, cfg: Any) -> None:
-    """Fail on a missing weights file or dataset before the experiment imports torch or creates its run folder (the
-    error then comes in ~0.1 s instead of seconds), and on a ``--precision`` the device cannot run; then run the
-    experiment's own ``preflight(cfg)`` if it has one."""
-    for flag in ("clip_weights", "weights"):  # an explicit weights file that is not there
-        value = getattr(cfg, flag, None)
-        if isinstance(value, str) and value not in ("", "imagenet", "random") and not Path(value).is_file():
-            raise DL1Error(f"--{flag}: weights file not found: {value}")
-    name, synthetic = getattr(cfg, "dataset", None), getattr(cfg, "synthetic_data", False)
-    if isinstance(name, str) and hasattr(cfg, "data_dir") and not synthetic:
-        from dl1.data import vision
-
-        if name in vision.DATASETS:
-            vision.prepare(name, cfg.data_dir)
-    precision = getattr(cfg, "precision", "fp32")
-    if precision != "fp32":  # a precision the device cannot run (fp16 without CUDA): one line, nothing loaded
-        from dl1.runtime import choose_device
-        from dl1.train.precision import check as check_precision
-
-        check_precision(precision, choose_device(getattr(cfg, "device", "auto")))
-    check = getattr(module, "preflight", None)
-    if callable(check):
+def preflight(entry: Experiment, cfg: Any) -> None:
+    """The experiment's declared preflight checks, in order: a missing weights file or dataset fails before torch is
+    imported and before the run folder is made (the error then comes in ~0.1 s instead of seconds)."""
+    for check in entry.preflight:
         check(cfg)

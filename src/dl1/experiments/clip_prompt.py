@@ -18,27 +18,33 @@ folder.  ``--evaluate`` is one process (refused under torchrun).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from dl1.config import arg, config_to_dict, precision_arg
-from dl1.data.fashion_clip import DATASETS as FASHION_DATASETS
+from dl1.config import arg, shared
+from dl1.data.catalog import FASHION_DATASETS
 from dl1.errors import UsageError
+from dl1.experiments.checks import Precision, VisionData, WeightsFile
+from dl1.experiments.clip_prompt_checkpoint import DATA_FIELDS, PROMPT_FIELDS
+from dl1.experiments.registry import Experiment, runner
 from dl1.hub.clip import (
-    DATA_FIELDS,
     GPU_PRECISION_NOTE,
     MAX_IMAGE_SIZE,
     MAX_PROMPT_TOKENS,
     MINI_ARCH,
-    PROMPT_FIELDS,
     TINY_ARCH,
     TINY_PATCH,
     WEIGHTS_HELP,
+    check_prompt,
     clip_choice,
     input_size,
 )
-from dl1.runtime import Run, checkpoint_file, choose_device, seed_everything, world_size
+from dl1.lazy import Ref
+from dl1.report import summary as keys
+from dl1.run.torchrun import world_size
+
+DEFAULT_IMAGE_SIZE = 224  # ViT-B/32's input size, the course's
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,9 @@ class Config:
     dataset: str | None = arg(None, "Dataset the prompt is learnt on (default: cifar100; cifar10 with "
                                     "--synthetic_data, the smoke size). With --evaluate: the checkpoint's.",
                               choices=("cifar10", "cifar100", *FASHION_DATASETS))
-    data_dir: str | None = arg(None, "Folder holding cifar-10-batches-py/, cifar-100-python/ or FashionMNIST/raw/ "
-                                     "(default: $DL1_DATA, else ./data).")
+    data_dir: str | None = shared("data_dir", help=(
+        "Folder holding cifar-10-batches-py/, cifar-100-python/ or FashionMNIST/raw/ (default: $DL1_DATA, else "
+        "./data)."))
     synthetic_data: bool | None = arg(None, "Smoke runs only: write tiny random CIFAR files (real format) into the "
                                             "run folder and use them instead of --data_dir (default: no; with "
                                             "--evaluate: as the checkpoint was trained).")
@@ -92,22 +99,21 @@ class Config:
     test_noise: bool = arg(False, "Also evaluate the test set with N(0, 0.1) noise added after preprocessing.")
     visualize_prompt: bool = arg(False, "Save the prompt before and after training as PNG figures.")
     evaluate: bool = arg(False, "Only evaluate the checkpoint given by --resume on the test set.")
-    resume: str | None = arg(None, "Training: run folder or checkpoint to continue from. With --evaluate: the "
-                                   "checkpoint file to evaluate (e.g. RUN/checkpoints/best.pt).")
+    resume: str | None = shared("resume", help=(
+        "Training: run folder or checkpoint to continue from. With --evaluate: the checkpoint file to evaluate (e.g. "
+        "RUN/checkpoints/best.pt)."))
+    dist_timeout: float = shared("dist_timeout")
     transfer: bool = arg(False, "With --evaluate: score the prompt on purpose with another --dataset or "
                                 "--text_prompt_template than it was trained with (reported as a transfer).")
-    seed: int = arg(0, "Random seed (prompt init, validation split, shuffling, random patch locations).", min=0,
-                    max=2**32 - 1)
-    device: str = arg("auto", "Device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps.")
-    precision: str = precision_arg(note=GPU_PRECISION_NOTE)
-    threads: int = arg(0, "torch CPU threads (0 = torch's default).", min=0, max=1024)
+    seed: int = shared("seed", 0, "Random seed (prompt init, validation split, shuffling, random patch locations).")
+    device: str = shared("device")
+    precision: str = shared("precision", note=GPU_PRECISION_NOTE)
+    compile: bool = shared("compile")
+    threads: int = shared("threads")
 
     def __post_init__(self) -> None:  # training: the data defaults; --evaluate takes them from the checkpoint
-        arch, weights = clip_choice(self.arch, self.clip_weights)  # a mini-clip run folder -> its weights file
-        object.__setattr__(self, "arch", arch)
-        object.__setattr__(self, "clip_weights", weights)
-        if self.image_size is None:
-            object.__setattr__(self, "image_size", input_size(arch, weights) if arch == MINI_ARCH else 224)
+        if self.image_size is None and self.arch != MINI_ARCH and self.clip_weights is None:  # no file can change it
+            object.__setattr__(self, "image_size", DEFAULT_IMAGE_SIZE)  # else resolve() reads the model's own size
         if not self.evaluate:
             defaults = {**DATA_FIELDS, "dataset": "cifar10" if self.synthetic_data else DATA_FIELDS["dataset"]}
             for key, value in defaults.items():
@@ -129,205 +135,37 @@ class Config:
             raise UsageError(f"--arch {TINY_ARCH} is a random test model; it takes no --clip_weights")
 
 
-GLOBAL_BATCH = ("batch_size",)  # data parallel under torchrun
+def resolve(cfg: Config) -> Config:
+    """``--arch``, ``--clip_weights`` and ``--image_size`` as the run uses them (file reads, so a registry step): a
+    mini-clip run folder -> its weights file, ``--arch mini`` alone -> the newest mini-clip run, a mini-CLIP file ->
+    ``--arch mini``; the default image size of a mini-CLIP is read from its config file."""
+    arch, weights = clip_choice(cfg.arch, cfg.clip_weights)
+    size = cfg.image_size
+    if size is None:
+        size = input_size(arch, weights) if arch == MINI_ARCH else DEFAULT_IMAGE_SIZE
+    return dataclasses.replace(cfg, arch=arch, clip_weights=weights, image_size=size)
+
+
 SMOKE = {"arch": TINY_ARCH, "image_size": 64, "synthetic_data": True, "prompt_size": 8,
          "val_size": 16, "batch_size": 16, "num_workers": 0, "epochs": 2, "warmup": 2, "learning_rate": 1.0,
          "visualize_prompt": True, "test_noise": True}
 
 
-def preflight(cfg: Config) -> None:
-    """The prompt's limits for ``--arch`` (from its name and config file; no model is built, open_clip not imported),
-    then a ``--precision`` the device cannot run (torch is imported for that only when it is not fp32).  With
-    ``--evaluate`` the prompt comes from the checkpoint, which is checked when it is read."""
-    from dl1.hub.clip import check_prompt
-
+def check_prompt_fits(cfg: Config) -> None:
+    """The prompt's limits for ``--arch`` (from its name and config file; no model is built, open_clip not imported).
+    With ``--evaluate`` the prompt comes from the checkpoint, which is checked when it is read (one process only)."""
     if cfg.evaluate and world_size() > 1:
         raise UsageError("--evaluate scores a checkpoint in one process: start it without torchrun")
-    if cfg.dataset in FASHION_DATASETS and not cfg.synthetic_data:  # the plain name is checked by every experiment
-        from dl1.data import vision
-
-        vision.prepare("fashion-mnist", cfg.data_dir)
     if not cfg.evaluate:
         check_prompt(cfg.arch, cfg.image_size, cfg.prompt_type, cfg.method, cfg.prompt_size, cfg.injection_layer,
                      cfg.clip_weights)
 
 
-def run(cfg: Config, run: Run) -> dict[str, Any]:
-    import torch
-
-    from dl1.report.clip_prompt import data_info, describe, model_info, save_initial_prompt
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    device = choose_device(cfg.device)
-    if cfg.evaluate:
-        return evaluate_checkpoint(cfg, run, device)
-    if cfg.resume:
-        from dl1.hub.clip import check_resume
-
-        check_resume(cfg, checkpoint_file(cfg.resume, prefer="last"), device)
-    bundle = load_bundle(cfg, device)
-    data = load_data(cfg, bundle, run, device)
-    model = build_model(cfg, bundle, data["classes"], device)
-    print(describe(model, cfg, data, device), flush=True)
-    save_initial_prompt(model, run)
-    trainer, fit = train(cfg, run, model, data, device)
-    with trainer.autocast():  # the best prompt, in the precision it trained and validated in
-        results = measure(cfg, run, model, data, device, ("val", "test", "test_noisy"), fit["steps"], prefix="best_")
-    if cfg.visualize_prompt and run.enabled:
-        make_figures(run.dir)
-    return run.finish(results=results, best_epoch=fit["best_epoch"], epochs_run=fit["epochs_run"],
-                      steps=fit["steps"], stopped_early=fit["stopped_early"], **model_info(model, bundle),
-                      data=data_info(cfg, data), device=str(device), threads=torch.get_num_threads(),
-                      train_time_s=round(fit["train_time_s"], 2), checkpoint=str(run.checkpoints / "best.pt"))
-
-
-def load_bundle(cfg: Config, device):
-    """The CLIP named by ``--arch`` (``tiny-test``: a tiny random model, labelled so in the summary)."""
-    from dl1.hub.clip import get_clip
-
-    return get_clip(cfg.arch, pretrained=cfg.pretrained, weights=cfg.clip_weights, image_size=cfg.image_size,
-                    device=device)
-
-
-def load_data(cfg: Config, bundle, run: Run, device) -> dict[str, Any]:
-    """The splits (train/val unless ``--evaluate``; test; test_noisy with ``--test_noise``) and the class names."""
-    from dl1.data.clip import cifar_folder, prompt_splits
-
-    synthetic = run.synthetic_dir() if cfg.synthetic_data else None
-    folder = cifar_folder(cfg.data_dir, synthetic, [cfg.dataset], n_train=48, n_test=24, seed=cfg.seed)
-    return prompt_splits(cfg.dataset, folder, bundle.preprocess, device, cfg.preprocess, val_size=cfg.val_size,
-                         seed=cfg.seed, train=not cfg.evaluate, test_noise=cfg.test_noise)
-
-
-def build_model(cfg: Config, bundle, classes: list[str], device):
-    """``VisualPromptCLIP`` or ``DeepPromptCLIP`` on the frozen CLIP, with the text classifier of ``classes``
-    (computed in float32); the CLIP is then kept in the dtype fastest for ``--precision`` on ``device``."""
-    from dl1.models.clip import text_features
-    from dl1.models.prompt_clip import build_prompted_clip
-    from dl1.train.precision import frozen_dtype
-
-    text = text_features(bundle.model, bundle.tokenizer, classes, (cfg.text_prompt_template,), device)  # (C, D)
-    try:
-        model = build_prompted_clip(bundle.model, text, config_to_dict(cfg)).to(device)
-    except ValueError as exc:  # a prompt this model cannot take (checked before, from the architecture's name)
-        raise UsageError(str(exc)) from None
-    return model.keep_frozen_in(frozen_dtype(cfg.precision, device))
-
-
-def make_optimizer(cfg: Config, model, steps_per_epoch: int):
-    """SGD on the prompt only, with the per-step warm-up + cosine schedule over ``epochs * steps_per_epoch``."""
-    import torch
-
-    from dl1.train import warmup_cosine
-
-    params = [p for _, p in model.trainable_parameters()]
-    optimizer = torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return optimizer, warmup_cosine(optimizer, cfg.warmup, cfg.epochs * steps_per_epoch)
-
-
-def train(cfg: Config, run: Run, model, data: dict[str, Any], device):
-    """The Trainer loop: shuffled training batches (this rank's share of each global batch under torchrun),
-    validation top-1 monitored, per-step schedule, checkpoints.  Returns the trainer (best prompt loaded) and the
-    fit's result."""
-    import torch
-
-    from dl1.data.clip import batches
-    from dl1.train import Trainer, distributed
-
-    info, per_rank = distributed.current(), distributed.local_batch(cfg.batch_size)
-    n_batches = -(-len(data["train"]) // cfg.batch_size)  # one process's steps per epoch with the global batch
-    optimizer, scheduler = make_optimizer(cfg, model, min(n_batches, cfg.max_batches or n_batches))
-    trainer = Trainer(run, {"prompt": model.prompt_learner}, {"prompt": optimizer}, epochs=cfg.epochs,
-                      monitor="val/top1", mode="max", schedulers={"prompt": scheduler}, patience=cfg.patience,
-                      device=device, precision=cfg.precision, desc="clip-prompt", max_batches=cfg.max_batches,
-                      extra_state=lambda: {"config": config_to_dict(cfg), "classes": list(data["classes"])})
-    criterion = torch.nn.CrossEntropyLoss()
-    net = trainer.wrap(model)  # data parallel: DDP averages the prompt's gradients; the frozen CLIP is not synced
-
-    def train_step(batch) -> dict[str, Any]:  # under the engine's autocast
-        images, targets = (t.to(device, non_blocking=True) for t in batch)
-        logits = net(images)  # (b, C) float32
-        loss = criterion(logits, targets)
-        trainer.backward_step(loss)
-        return {"loss": loss.detach(), "top1": 100.0 * (logits.argmax(-1) == targets).float().mean()}
-
-    def train_batches(epoch: int):
-        model.train()  # the prompt only: the CLIP stays in eval mode
-        return batches(data["train"], per_rank, device, shuffle=True, seed=cfg.seed, epoch=epoch,
-                       num_workers=cfg.num_workers, rank=info.rank, world_size=info.world_size)
-
-    def validate(epoch: int) -> dict[str, dict[str, Any]]:  # this rank's part; the engine weights the parts by n
-        return {"val": score(cfg, model, data["val"], device, shard=True)}
-
-    fit = trainer.fit(train_batches, train_step, validate, resume=cfg.resume)
-    trainer.load_best()
-    return trainer, fit
-
-
-def score(cfg: Config, model, split, device, shard: bool = False) -> dict[str, float]:
-    """Loss, top-1 and ``n`` of ``model`` on one split (its first ``--max_batches`` batches when that is set), in the
-    caller's precision.  With ``shard`` under torchrun, this rank's part (every N-th image, batches of
-    ``--batch_size / N``: the ranks' parts of a batch are one process's batch)."""
-    from dl1.data.clip import batches, eval_shard
-    from dl1.models.prompt_clip import evaluate
-    from dl1.train import distributed
-
-    info = distributed.current() if shard else distributed.DistInfo()
-    part, size = eval_shard(split, info.rank, info.world_size), cfg.batch_size // info.world_size
-    split_batches = batches(part, size, device, num_workers=cfg.num_workers, limit=cfg.max_batches)
-    result = evaluate(model, split_batches, device, allow_empty=info.enabled)
-    mine, rank0 = (min(-(-n // size), cfg.max_batches or n) for n in (len(part), -(-len(split) // info.world_size)))
-    model.skip_draws(rank0 - mine)  # a random patch is drawn per batch: every rank's draws stay rank 0's
-    return result
-
-
-def measure(cfg: Config, run: Run, model, data: dict[str, Any], device, splits: tuple[str, ...], step: int,
-            prefix: str = "") -> dict[str, Any]:
-    """:func:`score` on each of ``splits`` that ``data`` has, logged as ``prefix + split``; the noise of
-    ``test_noisy`` is seeded by ``--seed`` (the same noise every time)."""
-    import torch
-
-    results = {}
-    for split in (s for s in splits if s in data):
-        torch.manual_seed(cfg.seed)
-        results[split] = score(cfg, model, data[split], device)
-        run.log(step, prefix + split, results[split])
-    return results
-
-
-# Flags an evaluation never uses: left out of its config.json, which records what the evaluation used.
-TRAINING_ONLY = ("val_size", "epochs", "patience", "learning_rate", "momentum", "weight_decay", "warmup",
-                 "visualize_prompt")
-
-
-def evaluate_checkpoint(cfg: Config, run: Run, device) -> dict[str, Any]:
-    """``--evaluate``: test top-1 of a saved prompt, clean and (with ``--test_noise``) noisy, on the data the
-    checkpoint was trained on (or, with ``--transfer``, on the data asked for)."""
-    from dl1.hub.clip import checkpoint_config, read_prompt_checkpoint
-    from dl1.report.clip_prompt import data_info, model_info
-    from dl1.train.precision import autocast
-
-    prompt, saved = read_prompt_checkpoint(cfg.resume, device)
-    cfg, transfer = checkpoint_config(cfg, saved, cfg.resume)
-    used = {k: v for k, v in config_to_dict(cfg).items() if k not in TRAINING_ONLY}
-    run.save_json("config.json", {"experiment": run.experiment, **used})
-    bundle = load_bundle(cfg, device)
-    data = load_data(cfg, bundle, run, device)
-    model = build_model(cfg, bundle, data["classes"], device)
-    model.load_prompt(prompt, cfg.resume)
-    with autocast(cfg.precision, device):  # this evaluation's --precision (not the training run's)
-        results = measure(cfg, run, model, data, device, ("test", "test_noisy"), 0)
-    if "test_noisy" in results:
-        results["noise_drop"] = results["test"]["top1"] - results["test_noisy"]["top1"]
-    return run.finish(results=results, checkpoint=str(cfg.resume), trained_on=saved.get("dataset"),
-                      **({"transfer": transfer} if transfer else {}), **model_info(model, bundle),
-                      data=data_info(cfg, data), device=str(device))
-
-
-def make_figures(run_dir: Path) -> list[Path]:
-    """The prompt before/after training and the training curves, from the run folder alone."""
-    from dl1.report.clip_prompt import make_figures as build_figures
-
-    return build_figures(run_dir)
+EXPERIMENT = Experiment.of(
+    __name__, __doc__, Config=Config, smoke=SMOKE, global_batch=("batch_size",), evaluate_flag="evaluate",
+    resolve=resolve,
+    preflight=(WeightsFile("clip_weights"), VisionData(synthetic="synthetic_data", when=("cifar10", "cifar100")),
+               VisionData(synthetic="synthetic_data", named="fashion-mnist", when=FASHION_DATASETS), Precision(),
+               check_prompt_fits),
+    figures=Ref("dl1.report.clip_prompt:make_figures"), export=runner("clip_prompt", "export"),
+    summary_keys=(keys.RESULTS_TEST_TOP1,))

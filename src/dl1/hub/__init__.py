@@ -1,5 +1,6 @@
 """The one place that finds, downloads and reads weight files: open_clip (``hub.clip``), torchvision
-(``hub.torchvision``) and transformers (``hub.gpt2``), with one online/offline policy.
+(``hub.torchvision``) and transformers (``hub.gpt2``, ``hub.gpt2_export``), with one online/offline policy; and dl1's
+own GPT checkpoints (``hub.gpt_checkpoint``: ``models/`` does no file IO).
 
 Offline policy: dl1 is offline when any of ``DL1_OFFLINE``, ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to a
 true value, or when the host of the file to download cannot be reached within ``timeout`` seconds.  Offline, a missing

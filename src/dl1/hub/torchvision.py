@@ -78,8 +78,10 @@ def read_state_dict(path: Path, what: str = "--weights") -> dict[str, Any]:
     """The tensors of ``path`` (``torch.load(weights_only=True)``; a ``state_dict``/``model`` entry is unwrapped)."""
     import torch
 
+    from dl1.train.checkpoint import torch_load
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path, map_location="cpu")  # weights_only=True
     except Exception as exc:  # any unreadable, truncated or refused file: one line
         raise DL1Error(f"{what}: cannot read {path}: {first_line(exc)}") from None
     for key in ("state_dict", "model"):

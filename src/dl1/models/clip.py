@@ -8,17 +8,22 @@ ViT and text transformer that ``dl1 run mini-clip`` trains on Fashion-MNIST capt
 ``text_features`` and ``ZeroshotCLIP`` turn class names into a classifier; logits are ``logit_scale.exp()`` x
 cosine(image, class text).
 
-``import open_clip`` costs seconds, so it happens inside the functions that need it.
+``import open_clip`` costs seconds (it brings timm and transformers when they are installed): only the CLIP
+experiments' runners and the CLIP loaders in ``dl1.hub.clip`` import this module, and each of them builds an open_clip
+model.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.loss import ClipLoss
 from torch import nn
 
 from dl1.errors import DL1Error
@@ -67,10 +72,6 @@ def freeze(model: nn.Module, device: str | torch.device) -> nn.Module:
 def build_clip(arch: str, oc_name: str, quick_gelu: bool, prep: dict[str, Any]) -> ClipBundle:
     """An open_clip model of ``oc_name`` (random init, to be loaded) with its eval preprocessing (``prep``: the
     weights' mean, std, interpolation, resize mode) and tokenizer."""
-    import logging
-
-    import open_clip
-
     logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": the weights are loaded next
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -87,8 +88,6 @@ def tiny_clip(embed_dim: int = 32, width: int = 64, layers: int = 2, heads: int 
 
     For tests and smoke runs only; its predictions mean nothing.  Seeded, and leaves the global RNG untouched.
     """
-    import open_clip
-
     vision = {"image_size": image_size, "patch_size": patch_size, "width": width, "layers": layers,
               "head_width": width // heads}
     text = {"context_length": context_length, "vocab_size": 49408, "width": width, "heads": heads, "layers": layers}
@@ -125,8 +124,6 @@ def build_mini_clip(model_cfg: dict[str, Any], mean: Sequence[float] = OPENAI_ME
     """A mini-CLIP with fresh (trainable) weights from ``model_cfg`` (:func:`mini_clip_config`), built by open_clip's
     own ``CLIP`` class, with open_clip's eval preprocessing for its input size and its BPE tokenizer.  ``seed`` fixes
     the initial weights without touching the global RNG."""
-    import open_clip
-
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
@@ -221,8 +218,6 @@ def caption_contrastive_loss(model: nn.Module, images: torch.Tensor, captions: t
     ``images`` ``(B, 3, S, S)`` preprocessed; ``captions`` ``(K, L)`` the token ids of every distinct caption;
     ``caption_index`` ``(B,)`` which caption belongs to each image.  Each distinct caption is encoded once per step
     (``K`` is small: templates x classes) and gathered per image, with gradients through the text tower."""
-    from open_clip.loss import ClipLoss
-
     text = F.normalize(model.encode_text(captions)[caption_index], dim=-1)  # (B, D)
     image = F.normalize(model.encode_image(images), dim=-1)                # (B, D)
     return (loss_fn or ClipLoss())(image, text, model.logit_scale.exp())

@@ -8,11 +8,11 @@ generate -> copying a ``transformers`` GPT-2 -> the loss over a split.  No IO: G
 (Q3.2) and PyTorch's fused ``scaled_dot_product_attention`` (the default, several times faster).  State-dict names
 (``transformer.wte``, ``c_attn``, ``c_proj``, ``c_fc``, ``lm_head``) are GPT-2's, so its weights load by name.
 
-Every linear layer is :class:`Linear`: ``nn.Linear`` with the same parameters, whose float32 CPU matrix products
-(forward and both backward products) run on oneDNN, PyTorch's other CPU matmul library.  PyTorch's default one (MKL)
-runs a slower kernel on some CPUs (AMD EPYC: about 110 GFLOP/s at one thread, against about 240 for oneDNN on the
-same products), and these products are most of a small GPT's training step.  ``set_onednn_linear(False)`` turns it
-off; other devices and dtypes, autocast and CPU builds without oneDNN use ``F.linear`` as before.
+Every linear layer is :class:`Linear`: ``nn.Linear`` with the same parameters, whose float32 CPU matrix products run
+through :func:`dl1.models.kernels.linear`, and the MLP (``c_fc`` -> GELU -> ``c_proj``) is one fused unit
+(:func:`dl1.models.kernels.mlp`: one autograd node, its GELU derivative computed in place).  Both are
+``torch.library`` custom ops under ``torch.compile``.  Their products use torch's default matmul or oneDNN, by the
+CPU's instruction set (``set_onednn_linear`` overrides it); other devices and dtypes and autocast use ``F.linear``.
 """
 
 from __future__ import annotations
@@ -23,81 +23,40 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from dl1.errors import DL1Error
+from dl1.models import kernels
 from dl1.models.gpt_config import ACTIVATION_NAMES, PRESETS, PRETRAINED, GPTConfig
 
 __all__ = ["GPT", "GPTConfig", "PRESETS", "PRETRAINED", "CausalSelfAttention", "Block", "MLP", "NewGELU", "Linear",
            "filter_logits", "mean_loss", "summed_loss", "set_onednn_linear"]
 
 
-# -- linear layers: float32 CPU products on oneDNN ------------------------------------------------------------------
-def _onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-_ONEDNN = {"on": _onednn_available()}
-
-
+# -- linear layers: float32 CPU products through dl1's kernels ---------------------------------------------------------
 def set_onednn_linear(enabled: bool) -> bool:
-    """Run the float32 CPU products of every :class:`Linear` on oneDNN (True, the default where PyTorch has it) or
-    with ``F.linear``; returns the previous setting."""
-    before = _ONEDNN["on"]
-    _ONEDNN["on"] = bool(enabled) and _onednn_available()
+    """Run the float32 CPU products of every :class:`Linear` and :class:`MLP` on oneDNN (True, where PyTorch has it)
+    or on torch's default matmul (False); returns whether oneDNN was in use.  The default depends on the CPU's
+    instruction set: see :mod:`dl1.models.kernels` ("auto" there measures which is faster on this CPU)."""
+    before = kernels.matmul_backend() == "onednn"
+    kernels.set_matmul_backend("onednn" if enabled and kernels.onednn_linear_op() is not None else "aten")
     return before
 
 
-def _mm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """a (M, K) @ b (N, K)^T (+ bias) -> (M, N) on oneDNN; ``b`` may be a strided view (oneDNN reads it as is)."""
-    return torch.ops.mkldnn._linear_pointwise(a.contiguous(), b, bias, "none", [], "")
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    """y = x W^T + b and its gradients, each one oneDNN product: dx = dy W, dW = dy^T x (or (x^T dy)^T, whichever
-    transposes fewer numbers), db = sum of dy."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1])  # (M, K)
-        ctx.save_for_backward(x2, weight)
-        ctx.has_bias = bias is not None
-        return _mm(x2, weight, bias).view(*x.shape[:-1], weight.shape[0])  # (..., N)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        x2, weight = ctx.saved_tensors
-        g2 = grad.reshape(-1, grad.shape[-1])  # (M, N)
-        n, k = weight.shape
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = _mm(g2, weight.t()).view(*grad.shape[:-1], k)
-        if ctx.needs_input_grad[1]:  # the first argument is copied to (its transpose) contiguous: the smaller one
-            dw = _mm(g2.t(), x2.t()) if n <= k else _mm(x2.t(), g2.t()).t().contiguous()
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = g2.sum(0)
-        return dx, dw, db
-
-
-ONEDNN_MIN_MACS = 2**20  # below about a million multiply-adds oneDNN's fixed cost per call (~10 us) outweighs its speed
-
-
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state-dict names) whose float32 CPU products run on oneDNN (products of
-    at least ``ONEDNN_MIN_MACS`` multiply-adds; smaller ones, as in token-by-token generation, use ``F.linear``)."""
+    """``nn.Linear`` (same parameters and state-dict names) whose float32 CPU products run through
+    :func:`dl1.models.kernels.linear` (a ``torch.library`` custom op under ``torch.compile``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (_ONEDNN["on"] and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32
-                and x.dim() >= 2 and x.numel() * self.out_features >= ONEDNN_MIN_MACS
-                and not torch.is_autocast_enabled("cpu")):
-            return _OneDNNLinear.apply(x, self.weight, self.bias)
+        if kernels.applies(x, self.weight):
+            return kernels.linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 
 class NewGELU(nn.Module):
     """GELU with the tanh approximation (GPT-2, BERT): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    approximate = "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(x, approximate="tanh")  # the same formula as one fused kernel
@@ -153,7 +112,12 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        gelu = getattr(self.act, "approximate", None)  # "tanh" (NewGELU) or "none" (nn.GELU)
+        if gelu is not None and kernels.applies(x, self.c_fc.weight):  # one fused unit: kernels.mlp
+            y = kernels.mlp(x, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight, self.c_proj.bias, gelu)
+        else:
+            y = self.c_proj(self.act(self.c_fc(x)))
+        return self.dropout(y)
 
 
 class Block(nn.Module):
@@ -248,16 +212,18 @@ class GPT(nn.Module):
         assert not both and not missing, f"parameters in both groups: {both}; in none: {missing}"
         return decay, no_decay
 
-    def configure_optimizers(self, train_config: Any) -> torch.optim.AdamW:
-        """AdamW(learning_rate, betas) with ``weight_decay`` on Linear weights only; PyTorch's fused kernel (one
-        call a step) on CPU and CUDA, the multi-tensor one elsewhere."""
+    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
+                             device_type: str | None = None) -> torch.optim.AdamW:
+        """AdamW(learning_rate, betas) with ``weight_decay`` on Linear weights only (nanoGPT's signature); PyTorch's
+        fused kernel (one call a step) on ``device_type`` cpu and cuda, the multi-tensor one elsewhere (None: the
+        parameters' device)."""
         decay, no_decay = self.decay_groups()
         params = dict(self.named_parameters())
-        groups = [{"params": [params[n] for n in sorted(decay)], "weight_decay": train_config.weight_decay},
+        groups = [{"params": [params[n] for n in sorted(decay)], "weight_decay": weight_decay},
                   {"params": [params[n] for n in sorted(no_decay)], "weight_decay": 0.0}]
-        device = next(self.parameters()).device.type
+        device = device_type or next(self.parameters()).device.type
         kwargs = {"fused": True} if device in ("cuda", "cpu") else {"foreach": True}  # one kernel per step
-        return torch.optim.AdamW(groups, lr=train_config.learning_rate, betas=tuple(train_config.betas), **kwargs)
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=tuple(betas), **kwargs)
 
     # -- generation ------------------------------------------------------------------------------------------------
     @torch.no_grad()

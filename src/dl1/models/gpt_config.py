@@ -1,4 +1,5 @@
-"""The sizes of a GPT, without torch: presets, ``GPTConfig`` (the one size rule) and the memory a size needs.
+"""The sizes of a GPT, without torch: presets, ``GPTConfig`` (the one size rule) and the memory a size needs (bytes:
+the command that runs it words what fits, :mod:`dl1.experiments.memory_advice`).
 
 Everything here is plain Python, so the command line can check ``--n_layer --n_head --n_embd`` and a checkpoint's stored
 configuration, and refuse sizes that cannot fit in memory, before torch is imported or a tensor is allocated.
@@ -9,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
-
-from dl1.errors import DL1Error
 
 # (n_layer, n_head, n_embd) of the course's named models
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -27,8 +26,8 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 ACTIVATION_NAMES = ("gelu_tanh", "gelu")  # GPT-2's tanh-approximate GELU (the course's NewGELU); exact erf GELU
 SIZES = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+MAX_TOKENS = 100_000  # the most tokens a flag may ask to generate (or sample during training)
 MAX_SIZE = 2**40  # no size field above this is a model anyone can hold (it keeps the arithmetic below exact and fast)
-GIB = 2**30
 OVERHEAD = 160 * 2**20  # torch's own buffers, thread pools and allocator slack in the first steps (measured on CPU)
 
 
@@ -125,30 +124,18 @@ class GPTConfig:
             floats = self.num_parameters() + tokens * (16 * d + 3 * V + 2 * attention)
         return 4 * floats + OVERHEAD
 
-    def check_memory(self, batch_size: int, available: int | None, *, training: bool, where: str,
-                     batch_flag: str, block_flag: str | None = None, cuda: bool = False, context: int | None = None
-                     ) -> None:
-        """Raise a one-line :class:`DL1Error` when ``memory_bytes`` exceeds ``available`` bytes (None: unknown, no
-        check), saying what would fit: a smaller ``batch_flag``, a smaller ``block_flag``, or a smaller model."""
-        need = self.memory_bytes(batch_size, training, cuda, context)
-        if available is None or need <= available:
-            return
-        c = self.resolved()
-        what = (f"{'training' if training else 'running'} a GPT of {c.num_parameters() / 1e6:,.1f} M parameters "
-                f"(vocabulary {c.vocab_size:,}, {c.n_layer} layers of width {c.n_embd}) on {batch_flag} "
-                f"{batch_size:,} x {min(context or c.block_size, c.block_size):,} tokens")
-        head = f"{what} needs about {_gib(need)} of memory but {_gib(available)} is available on {where}"
-        fits = _largest(lambda b: self.memory_bytes(b, training, cuda, context) <= available, batch_size - 1)
-        if fits:
-            raise DL1Error(f"{head}; what fits: {batch_flag} {fits:,}")
-        if block_flag is not None:
-            block = _largest(lambda t: dataclasses.replace(self, block_size=t).memory_bytes(1, training, cuda)
-                             <= available, c.block_size - 1)
-            if block:
-                raise DL1Error(f"{head}; what fits: {batch_flag} 1 with {block_flag} {block:,}")
-        params = (16 if training else 4) * c.num_parameters()
-        raise DL1Error(f"{head}; the parameters{' and optimiser state' if training else ''} alone need "
-                       f"{_gib(params)}: use a smaller model (fewer layers, a smaller width or vocabulary)")
+    def largest_batch(self, available: int, *, training: bool = True, cuda: bool = False,
+                      context: int | None = None, upper: int = MAX_SIZE) -> int:
+        """The largest batch in [1, ``upper``] whose :meth:`memory_bytes` fit in ``available`` bytes (0: none)."""
+        return _largest(lambda b: self.memory_bytes(b, training, cuda, context) <= available, upper)
+
+    def largest_block(self, available: int, *, training: bool = True, cuda: bool = False,
+                      upper: int | None = None) -> int:
+        """The largest block size in [1, ``upper``] (default this block size) at which one window fits in
+        ``available`` bytes (0: none)."""
+        upper = self.resolved().block_size if upper is None else upper
+        return _largest(lambda t: dataclasses.replace(self, block_size=t).memory_bytes(1, training, cuda)
+                        <= available, upper)
 
 
 def _is_int(value: Any) -> bool:
@@ -166,6 +153,3 @@ def _largest(fits: Any, upper: int) -> int:
             hi = mid - 1
     return lo
 
-
-def _gib(n: int) -> str:
-    return f"{n / GIB:,.1f} GiB" if n >= GIB / 10 else f"{n / 2**20:,.0f} MiB"

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
+from torchvision.models import resnet18
 
 from dl1.errors import DL1Error, first_line
 
@@ -29,8 +30,6 @@ FC_STD = 0.01
 
 def build_resnet18(state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
     """torchvision's ResNet-18 with ``state_dict`` loaded (``None``: random initialisation)."""
-    from torchvision.models import resnet18
-
     model = resnet18(weights=None)
     if state_dict is not None:
         try:

@@ -13,11 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dl1.errors import DL1Error
 from dl1.losses import KLD, elbo_to_bpd, sample_reparameterize
 
 NUM_LEVELS = 16  # 4-bit pixels: values 0..15
-GIB = 2**30
 
 
 def discretize(images: torch.Tensor) -> torch.Tensor:
@@ -68,29 +66,14 @@ def conv_decoder(num_filters: int, num_output_channels: int, act: type[nn.Module
     )
 
 
-def check_step_memory(build: Callable[[], nn.Module], floats_per_image: int, batch_size: int, available: int | None,
-                      *, what: str, where: str, flag: str = "--batch_size") -> None:
-    """Raise a one-line :class:`DL1Error` when one float32 Adam step of ``build()``'s model on ``batch_size`` images
-    needs more than ``available`` bytes (None: unknown, nothing checked), saying which ``flag`` value fits (under
-    torchrun ``batch_size`` is one rank's share and ``flag`` says so).
-
-    The estimate: 16 bytes a parameter (weights, gradients, Adam's two moments; counted on the meta device, nothing is
-    allocated) plus ``floats_per_image`` float32 values per image kept for the backward pass."""
+def step_memory(build: Callable[[], nn.Module], floats_per_image: int) -> tuple[int, int]:
+    """About the bytes one float32 Adam step of ``build()``'s model needs: ``(fixed, per image)``, so that a batch of
+    ``n`` images needs ``fixed + n * per_image``.  Fixed: 16 bytes a parameter (weights, gradients, Adam's two
+    moments; counted on the meta device, nothing is allocated); per image: ``floats_per_image`` float32 values kept
+    for the backward pass."""
     with torch.device("meta"):
         fixed = 16 * sum(p.numel() for p in build().parameters())
-    per_image = 4 * floats_per_image
-    need = fixed + batch_size * per_image
-    if available is None or need <= available:
-        return
-    fits = (available - fixed) // per_image
-    advice = (f"what fits: {flag} {fits}" if fits >= 1 else
-              f"the parameters and Adam's state alone need {_size(fixed)}: use fewer --num_filters")
-    raise DL1Error(f"training {what} on {flag} {batch_size} needs about {_size(need)} of memory but "
-                   f"{_size(available)} is available on {where}; {advice}")
-
-
-def _size(n: int) -> str:
-    return f"{n / GIB:,.1f} GiB" if n >= GIB / 10 else f"{n / 2**20:,.0f} MiB"
+    return fixed, 4 * floats_per_image
 
 
 class CNNEncoder(nn.Module):
@@ -131,10 +114,11 @@ class VAE(nn.Module):
         """About the float32 values one training image keeps for the backward pass (CPU peak memory, within ~15 %)."""
         return 5000 * num_filters + 784 * NUM_LEVELS
 
-    def __init__(self, num_filters: int = 32, z_dim: int = 20, lr: float = 1e-3):
+    def __init__(self, num_filters: int = 32, z_dim: int = 20, lr: float | None = None):
+        """``lr`` is accepted for the course's ``VAE(num_filters, z_dim, lr)`` signature and not kept: the model
+        does not train itself (the experiment builds Adam from ``--lr``)."""
         super().__init__()
         self.z_dim = z_dim
-        self.lr = lr  # the course's VAE(num_filters, z_dim, lr) signature; the experiment builds Adam(lr) from it
         self.encoder = CNNEncoder(z_dim=z_dim, num_filters=num_filters)
         self.decoder = CNNDecoder(z_dim=z_dim, num_filters=num_filters)
 

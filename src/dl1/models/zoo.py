@@ -19,12 +19,14 @@ Measurements (model in ``eval()`` in every case, so batch norm and dropout behav
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import time
 from contextlib import nullcontext
 from typing import Any
 
 import torch
+import torchvision.models as tvm
 from torch import nn
 
 from dl1.errors import DL1Error
@@ -39,11 +41,8 @@ TIMM_TOP1 = {"vit_s_8": (80.0, "approximate: course starter notebook (DINO ViT-S
 
 
 def timm_available() -> bool:
-    try:
-        import timm  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Is timm (an optional extra) installed?  Looked up without importing it: ``import timm`` takes seconds."""
+    return importlib.util.find_spec("timm") is not None
 
 
 def build(name: str, image_size: int = 224) -> nn.Module:
@@ -51,13 +50,11 @@ def build(name: str, image_size: int = 224) -> nn.Module:
     if name in TIMM_MODELS:
         if not timm_available():
             raise DL1Error(f"{name} needs timm: pip install timm (or pip install 'dl1[timm]')")
-        import timm
+        import timm  # an optional extra that takes seconds to import: only when a timm model is built
 
         return timm.create_model(TIMM_MODELS[name], pretrained=False, img_size=image_size)
     if name not in TORCHVISION_MODELS:
         raise DL1Error(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    import torchvision.models as tvm
-
     kwargs = {"image_size": image_size} if name.startswith("vit_") else {}
     return tvm.get_model(name, weights=None, **kwargs)
 
@@ -66,8 +63,6 @@ def imagenet_top1(name: str) -> tuple[float | None, str]:
     """ImageNet-1K top-1 (%) of the default weights from torchvision's metadata (offline), and its source."""
     if name in TIMM_TOP1:
         return TIMM_TOP1[name]
-    import torchvision.models as tvm
-
     weights = tvm.get_model_weights(name).DEFAULT
     return float(weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]), f"torchvision {weights}"
 

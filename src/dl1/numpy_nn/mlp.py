@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
-from dl1.numpy_nn.modules import ELUModule, LinearModule, SoftMaxModule
+from dl1.numpy_nn.modules import CrossEntropyModule, ELUModule, LinearModule, SoftMaxModule
 
 
 class MLP:
@@ -27,6 +28,23 @@ class MLP:
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             self.modules.append(LinearModule(fan_in, fan_out, input_layer=i == 0, dtype=dtype, rng=rng))
             self.modules.append(ELUModule() if i < len(sizes) - 2 else SoftMaxModule())
+        self._flatten()
+
+    def _flatten(self) -> None:
+        """Lay the parameters end to end in one array (and the gradients in another), each layer's ``params`` and
+        ``grads`` entries views of it, so that :class:`~dl1.numpy_nn.SGD` updates every parameter in one pass."""
+        pairs = list(self.parameters())
+        total = sum(p.size for p, _ in pairs)
+        flat_params, flat_grads = np.empty(total, self.dtype), np.zeros(total, self.dtype)
+        offset = 0
+        for layer in self.linears:
+            for key in ("weight", "bias"):
+                p = layer.params[key]
+                view = slice(offset, offset + p.size)
+                flat_params[view] = p.ravel()
+                layer.params[key] = flat_params[view].reshape(p.shape)
+                layer.grads[key] = flat_grads[view].reshape(p.shape)
+                offset += p.size
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """(S, n_inputs) -> (S, n_classes) class probabilities."""
@@ -43,8 +61,24 @@ class MLP:
             dout = module.backward(dout)
 
     def clear_cache(self) -> None:
+        """Drop every cached activation and scratch array."""
         for module in self.modules:
             module.clear_cache()
+
+    @contextmanager
+    def training_buffers(self, loss: CrossEntropyModule | None = None) -> Iterator[MLP]:
+        """Within the block every module (and ``loss``) writes its outputs and gradients into arrays it keeps from
+        step to step (see ``dl1.numpy_nn.modules``): a training step allocates nothing, and each returned array is
+        overwritten by the next step.  Scratch arrays are dropped at the end."""
+        modules = [*self.modules, *([loss] if loss is not None else [])]
+        for module in modules:
+            module.reuse_buffers = True
+        try:
+            yield self
+        finally:
+            for module in modules:
+                module.reuse_buffers = False
+                module.clear_buffers()
 
     @property
     def linears(self) -> list[LinearModule]:
@@ -71,7 +105,8 @@ class MLP:
 
     def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Probabilities for many samples, in chunks (no cache kept)."""
-        chunks = [self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        chunks = [self.forward(x[i:i + batch_size]).copy() if self.modules[-1].reuse_buffers
+                  else self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         self.clear_cache()
         return np.concatenate(chunks) if chunks else np.zeros((0, self.n_classes), self.dtype)
 

@@ -21,11 +21,16 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] =
     return fig, axes
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``path`` (creating its folder); returns the path.  A pyplot figure is also closed."""
+def save_figure(fig: Any, path: str | Path, dpi: int = 110, root: str | Path | None = None) -> Path:
+    """Write ``fig`` to ``path`` (creating its folder) atomically, never through a symbolic link at ``path`` or at a
+    folder below ``root`` (default: the folder above the figure's, ``RUN`` of ``RUN/figures/x.png``); returns the
+    path.  A pyplot figure is also closed."""
+    from dl1.run.files import make_folder, near_root, write_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    root = near_root(path) if root is None else Path(root)
+    make_folder(path.parent, root if root is not None and path.parent != root else None)
+    write_file(path, lambda fh: fig.savefig(fh, dpi=dpi, format=path.suffix[1:].lower() or "png"), root)
     if "matplotlib.pyplot" in sys.modules:  # a figure made with pyplot by a caller: release it
         sys.modules["matplotlib.pyplot"].close(fig)
     return path

@@ -10,12 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib.image as mpimg
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.ticker import MaxNLocator
 
 from dl1.report import new_figure, save_figure
 from dl1.report.generative import grid, load_epoch_arrays, save_epoch_arrays
-from dl1.report.runs import read_json_file
-from dl1.runtime import read_jsonl
+from dl1.run.files import near_root, read_jsonl, write_file
+from dl1.run.reader import RunFolder
 
 SNAPSHOTS = "snapshots"
 __all__ = ["grid", "to_uint8", "save_snapshot", "load_snapshots", "pair_rows", "save_grid", "pick_epochs",
@@ -57,12 +60,10 @@ def tensorboard_images(arrays: dict[str, np.ndarray], nrow: int = 8) -> dict[str
 
 def save_grid(images: np.ndarray, path: Path, nrow: int = 8, scale: int = 2) -> Path:
     """Save uint8 ``(N, C, H, W)`` images as one PNG grid (nearest-neighbour upscaled by ``scale``)."""
-    import matplotlib.image as mpimg
-
     g = grid(images, nrow)
     g = g.repeat(scale, axis=0).repeat(scale, axis=1)
-    mpimg.imsave(path, g, cmap="gray", vmin=0, vmax=255)
-    return Path(path)
+    return write_file(Path(path), lambda fh: mpimg.imsave(fh, g, cmap="gray", vmin=0, vmax=255, format="png"),
+                      near_root(path))  # atomically, never through a link
 
 
 # -- figures ---------------------------------------------------------------------------------------------------------
@@ -92,8 +93,6 @@ def progress_figure(snaps: dict[int, dict[str, np.ndarray]], key: str, path: Pat
 
 def curves_figure(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Per-epoch reconstruction (train/test), generator/discriminator losses and discriminator accuracy."""
-    from matplotlib.ticker import MaxNLocator
-
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
     fig, axes = new_figure(1, 3, figsize=(12, 3.2))
@@ -128,8 +127,6 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str = "") ->
 def latent_figure(codes: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, title: str = "",
                   n_prior: int = 3000, seed: int = 0) -> Path:
     """2-D test codes coloured by class, drawn over samples of the prior N(0, I)."""
-    from matplotlib import colormaps
-
     prior = np.random.default_rng(seed).standard_normal((n_prior, 2))
     fig, ax = new_figure(figsize=(6.2, 5.4))
     ax.scatter(prior[:, 0], prior[:, 1], s=4, c="lightgrey", label="prior N(0, I)", zorder=1)
@@ -150,7 +147,7 @@ def make_figures(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     figures = run_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    meta = read_json_file(run_dir / "aae_meta.json")  # {} when absent
+    meta = RunFolder(run_dir).json("aae_meta.json")  # {} when absent
     tag = meta.get("tag", "")
     written = []
     records = read_jsonl(run_dir / "metrics.jsonl")

@@ -10,7 +10,6 @@ The confusion matrix and class names come from ``summary.json``'s ``test`` secti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ import numpy as np
 from dl1.errors import DL1Error
 from dl1.metrics import confusion_matrix_to_metrics
 from dl1.report import new_figure, save_figure
-from dl1.runtime import read_jsonl
+from dl1.run.files import read_jsonl
+from dl1.run.reader import RunFolder
 
 BETAS = (0.1, 1.0, 10.0)
 
@@ -105,8 +105,7 @@ def make_classification_figures(run_dir: str | Path, title: str | None = None) -
         raise DL1Error(f"no metrics.jsonl in {run_dir}: not a run folder, or the run logged nothing")
     title = title if title is not None else _title(run_dir)
     paths = [plot_curves(records, run_dir / "figures" / "curves.png", title)]
-    summary_path = run_dir / "summary.json"
-    test = json.loads(summary_path.read_text()).get("test", {}) if summary_path.exists() else {}
+    test = RunFolder(run_dir).summary.get("test", {})
     if "confusion_matrix" in test:
         cm, classes = np.asarray(test["confusion_matrix"]), test["classes"]
         paths.append(plot_confusion_matrix(cm, classes, run_dir / "figures" / "confusion_matrix.png",
@@ -118,8 +117,10 @@ def make_classification_figures(run_dir: str | Path, title: str | None = None) -
 def _title(run_dir: Path) -> str:
     """'<experiment>, <dataset>, hidden <dims>' from config.json (or the folder name)."""
     try:
-        cfg = json.loads((run_dir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        cfg = RunFolder(run_dir).config
+    except DL1Error:
+        return run_dir.name
+    if not cfg:
         return run_dir.name
     dims = "-".join(map(str, cfg.get("hidden_dims", []))) or "none"
     bn = ", batch norm" if cfg.get("use_batch_norm") else ""

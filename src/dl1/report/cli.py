@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dl1.config import Parser
 from dl1.errors import DL1Error, UsageError, first_line
+from dl1.experiments import EXPERIMENTS
 from dl1.report.runs import compare_runs, is_run_dir, read_json_file, read_run, write_run_report
 
 
@@ -48,7 +49,8 @@ def _report(run_dir: Path) -> Path:
         if run["bad_lines"]:
             print(f"dl1 report: warning: {run_dir / 'metrics.jsonl'}: {run['bad_lines']} line(s) that are not "
                   f"records left out", file=sys.stderr)
-        return write_run_report(run_dir, run)
+        entry = EXPERIMENTS.get(str(run["config"].get("experiment")))  # its figures, as its registry entry says
+        return write_run_report(run_dir, run, figures=entry.figures if entry else None)
     except OSError as exc:
         raise DL1Error(f"cannot write the report of {run_dir}: {first_line(exc)}") from None
 

@@ -3,7 +3,6 @@ folder's ``predictions.npz`` and ``config.json`` alone."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ import numpy as np
 
 from dl1.hub.clip import TINY_ARCH
 from dl1.report import new_figure, save_figure
+from dl1.run.reader import RunFolder
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -86,7 +86,7 @@ def zeroshot_figures(run_dir: str | Path) -> list[Path]:
     saved = run_dir / "predictions.npz"
     if not saved.exists():
         return []
-    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg = RunFolder(run_dir).config
     with np.load(saved, allow_pickle=False) as data:
         images, logits, labels = data["images"], data["logits"], data["labels"]
         classnames = [str(c) for c in data["classnames"]]

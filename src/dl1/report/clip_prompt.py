@@ -6,13 +6,20 @@ what the prompt is; ``metrics.jsonl`` holds the per-epoch training loss and vali
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from matplotlib.ticker import MaxNLocator
+
 from dl1.hub.clip import TINY_ARCH
+from dl1.models.clip import OPENAI_STD
+from dl1.models.prompt_clip import count_parameters
+from dl1.models.prompters import RandomPatchPrompter, build_prompter
 from dl1.report import new_figure, save_figure
-from dl1.runtime import read_jsonl
+from dl1.run.files import read_jsonl
+from dl1.run.reader import RunFolder
+from dl1.train import load_checkpoint, save_checkpoint
 
 
 def describe(model: Any, cfg: Any, data: dict[str, Any], device: Any) -> str:
@@ -33,15 +40,11 @@ def data_info(cfg: Any, data: dict[str, Any]) -> dict[str, Any]:
 
 def model_info(model: Any, bundle: Any) -> dict[str, Any]:
     """The summary's ``params`` (trainable and frozen counts) and ``clip`` (architecture, weights) sections."""
-    from dl1.models.prompt_clip import count_parameters
-
     return {"params": count_parameters(model), "clip": bundle.summary()}
 
 
 def save_initial_prompt(model: Any, run: Any) -> None:
     """``checkpoints/init.pt``: the prompt before training (for the 'before' figure)."""
-    from dl1.train import save_checkpoint
-
     path = run.checkpoints / "init.pt"
     if run.enabled and not path.exists():
         save_checkpoint(path, {"modules": {"prompt": model.prompt_learner.state_dict()}})
@@ -53,7 +56,7 @@ def make_figures(run_dir: str | Path) -> list[Path]:
     config_file = run_dir / "config.json"
     if not config_file.exists():
         return []
-    saved = json.loads(config_file.read_text())
+    saved = RunFolder(run_dir).config
     if saved.get("evaluate"):
         return []
     paths = []
@@ -72,11 +75,6 @@ def _smoke(saved: dict[str, Any]) -> bool:
 
 def prompt_images(saved: dict[str, Any], state: dict[str, Any]) -> list[tuple[str, Any]]:
     """Visual prompt -> two (3, H, W) images: the course's clamp(1 + v) and the pixel-space change on mid-grey."""
-    import torch
-
-    from dl1.models.clip import OPENAI_STD
-    from dl1.models.prompters import RandomPatchPrompter, build_prompter
-
     prompter = build_prompter(saved["method"], saved["prompt_size"], saved["image_size"], "zeros")
     prompter.load_state_dict(state)
     with torch.no_grad():
@@ -89,8 +87,6 @@ def prompt_images(saved: dict[str, Any], state: dict[str, Any]) -> list[tuple[st
 
 def plot_prompt(saved: dict[str, Any], ckpt: Path, out: Path, when: str) -> Path:
     """One prompt checkpoint as a figure: the deep prompt tokens as a heat map, a visual prompt as two images."""
-    from dl1.train import load_checkpoint
-
     state = load_checkpoint(ckpt)["modules"]["prompt"]
     if saved["prompt_type"] == "deep_prompt":
         tokens = state["deep_prompt"][:, 0].float()  # (P, width)
@@ -119,8 +115,6 @@ def plot_prompt(saved: dict[str, Any], ckpt: Path, out: Path, when: str) -> Path
 
 def plot_curves(run_dir: Path, saved: dict[str, Any]) -> Path | None:
     """Training loss and validation top-1 per epoch, from ``metrics.jsonl``."""
-    from matplotlib.ticker import MaxNLocator
-
     records = read_jsonl(run_dir / "metrics.jsonl")
     train = [(r["epoch"], r["loss"]) for r in records if r["split"] == "train" and "loss" in r]
     val = [(r["epoch"], r["top1"]) for r in records if r["split"] == "val" and "top1" in r]

@@ -8,12 +8,14 @@ for the device, and writes ``figures/cnn_top1_vs_time.png``, ``cnn_time_vs_param
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from dl1.report import new_figure, save_figure
-from dl1.runtime import read_jsonl
+import numpy as np
+
+from dl1.report import markdown, new_figure, save_figure
+from dl1.run.files import read_jsonl, write_text_atomic
+from dl1.run.reader import RunFolder
 
 # The reference solution's forward time at batch 8 with no_grad, in ms per BATCH, on a Snellius GPU.
 REFERENCE_MS_PER_BATCH = {"resnet18": 8.4, "mobilenet_v3_small": 6.9, "vit_b_32": 20.1, "vgg11": 25.3,
@@ -35,12 +37,10 @@ def load_rows(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _context(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
+    folder = RunFolder(run_dir)
+    summary = dict(folder.summary)
     if "device_name" not in summary:
-        env_path = Path(run_dir) / "env.json"
-        env = json.loads(env_path.read_text()) if env_path.exists() else {}
-        summary["device_name"] = env.get("cuda_device") or "CPU"
+        summary["device_name"] = folder.env.get("cuda_device") or "CPU"
     return summary
 
 
@@ -59,8 +59,6 @@ def _scatter(ax, rows, xs, ys, xerr=None) -> None:
 
 
 def _bars(ax, rows, key: str, ylabel: str, errs: dict[str, list] | None = None) -> None:
-    import numpy as np
-
     names = list(rows)
     x = np.arange(len(names))
     for j, (mode, text) in enumerate((("grad", "with grad"), ("no_grad", "torch.no_grad()"))):
@@ -123,7 +121,7 @@ def make_report(run_dir: Path) -> list[Path]:
     ax.set_title(f"Memory, batch {ctx.get('memory_batch', 64)} — {where}\n({method})", fontsize=9)
     _save(fig, paths[3])
 
-    (run_dir / "table.md").write_text(report_markdown(rows, ctx))
+    write_text_atomic(run_dir / "table.md", report_markdown(rows, ctx), root=run_dir)  # never through a link
     return [*paths, run_dir / "table.md"]
 
 
@@ -206,10 +204,11 @@ def report_markdown(rows: dict[str, dict[str, Any]], ctx: dict[str, Any]) -> str
         top1 = "—" if rec.get("top1") is None else f"{rec['top1']:.2f}"
         if str(rec.get("top1_source", "")).startswith("approximate"):
             top1 = f"≈ {rec['top1']:.0f}"
-        lines.append(f"| {rec['label']} | {rec['params'] / 1e6:.2f} | {top1} | {rec['ms_per_image_no_grad']:.3f} | "
-                     f"{rec['ms_per_image_grad']:.3f} | {rec['memory_mb_no_grad']:.3g} | {rec['memory_mb_grad']:.4g} |")
+        lines.append(f"| {markdown.cell(rec['label'])} | {rec['params'] / 1e6:.2f} | {top1} | "
+                     f"{rec['ms_per_image_no_grad']:.3f} | {rec['ms_per_image_grad']:.3f} | "
+                     f"{rec['memory_mb_no_grad']:.3g} | {rec['memory_mb_grad']:.4g} |")
     for note in spread_notes(rows):
         lines.append(f"\nTiming spread: {note}.")
     for name, why in (ctx.get("skipped") or {}).items():
-        lines.append(f"\n{name}: {why}")
+        lines.append(f"\n{markdown.text(name)}: {markdown.cell(why)}")
     return "\n".join(lines) + "\n"

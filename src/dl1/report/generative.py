@@ -8,39 +8,104 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.utils import make_grid
 
 from dl1.errors import DL1Error, first_line
+from dl1.models.vae import VAE
 from dl1.report import new_figure, save_figure
-from dl1.report.runs import read_json_file
-from dl1.runtime import read_jsonl, write_atomic
-
-if TYPE_CHECKING:
-    import torch
+from dl1.run.files import make_folder, near_root, read_jsonl, write_atomic, write_file
+from dl1.run.reader import RunFolder, checkpoint_file
+from dl1.train import load_checkpoint
 
 VAE_SAMPLES = "samples"
 
 
 # -- snapshots: one compressed npz per epoch ---------------------------------------------------------------------------
 def save_epoch_arrays(folder: str | Path, epoch: int, **arrays: np.ndarray) -> Path:
-    """Write ``folder/epoch_NNN.npz`` atomically (:func:`dl1.runtime.write_atomic`) with the given arrays."""
+    """Write ``folder/epoch_NNN.npz`` atomically (:func:`dl1.run.files.write_atomic`) with the given arrays."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_atomic(folder / f"epoch_{epoch:03d}.npz", lambda fh: np.savez_compressed(fh, **arrays))
+    make_folder(folder)
+    path = folder / f"epoch_{epoch:03d}.npz"
+    return write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays), near_root(path))  # never through a link
 
 
 def load_epoch_arrays(folder: str | Path) -> dict[int, dict[str, np.ndarray]]:
-    """Every ``folder/epoch_NNN.npz``, keyed by epoch (0 = before training); arrays only (pickles are refused)."""
+    """Every ``folder/epoch_NNN.npz``, keyed by epoch (0 = before training), read by :func:`read_npz`: arrays only
+    (pickles are refused), a cut, corrupt or hostile file is one line naming it."""
     out = {}
     for path in sorted(Path(folder).glob("epoch_*.npz")):
         try:
-            with np.load(path, allow_pickle=False) as data:
-                out[int(path.stem.split("_")[1])] = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError) as exc:
-            raise DL1Error(f"{path}: not a readable snapshot ({first_line(exc)})") from None
+            epoch = int(path.stem.split("_")[1])
+        except (IndexError, ValueError):
+            continue  # not a name dl1 writes (epoch_NNN.npz)
+        out[epoch] = read_npz(path)
     return out
+
+
+DEFLATE_MAX_RATIO = 1032  # the most a deflate stream expands (zlib's technical details: 1032:1)
+
+
+def read_npz(path: str | Path, what: str = "snapshot") -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file, with every member checked before anything is read into memory: an ``.npy``
+    array of plain numbers (``allow_pickle=False``) whose header's shape and dtype take exactly the member's size,
+    a size its compressed bytes can hold (deflate expands at most :data:`DEFLATE_MAX_RATIO` times) inside the file.
+    A file that declares a 745 GiB array in a few bytes, or a cut or corrupt one, is one-line :class:`DL1Error`."""
+    import zipfile
+    import zlib
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_npy_member(archive, info, size)
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error,
+            MemoryError) as exc:
+        raise DL1Error(f"{path}: not a readable {what} ({first_line(exc)})") from None
+
+
+def _check_npy_member(archive, info, file_size: int) -> None:
+    """Raise ValueError unless zip member ``info`` is an array whose declared size is what it holds."""
+    import zipfile
+
+    name = info.filename
+    if not name.endswith(".npy"):
+        raise ValueError(f"{name} is not an array (.npy)")
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_MAX_RATIO
+    if info.compress_size > file_size or info.file_size > info.compress_size * ratio + 1024:
+        raise ValueError(f"{name} declares {_size(info.file_size)}, more than its {_size(info.compress_size)} of "
+                         f"compressed data can hold")
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"{name}: .npy format version {version} is not one numpy writes for plain arrays")
+        header = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds Python objects (refused: loading them could run code)")
+    declared = dtype.itemsize
+    for n in shape:
+        declared *= int(n)
+    if declared != info.file_size - header:
+        raise ValueError(f"{name} declares an array of shape {tuple(shape)} {dtype} ({_size(declared)}) but holds "
+                         f"{_size(info.file_size - header)}")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
 
 
 # -- image grids ------------------------------------------------------------------------------------------------------
@@ -68,8 +133,6 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8,
 
     E.g. ``value_range=(0, 15)`` for 4-bit images, ``(-1, 1)`` for tanh outputs.  Returns the path.
     """
-    from torchvision.utils import make_grid
-
     lo, hi = value_range
     if hi <= lo:
         raise ValueError(f"value_range must be increasing, got {value_range}")
@@ -80,17 +143,14 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8,
 
 def save_png(image: torch.Tensor, path: str | Path) -> Path:
     """Save one ``[C, H, W]`` image with values in [0, 1] as PNG: grey (one channel, a third of the size) if C = 1."""
-    import torch
-    from PIL import Image
-
     array = image.detach().cpu().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)  # (C, H, W)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     if array.shape[0] == 1:
-        Image.fromarray(array[0].numpy(), mode="L").save(path)
+        image = Image.fromarray(array[0].numpy(), mode="L")
     else:
-        Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB").save(path)
-    return path
+        image = Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB")
+    return write_file(path, lambda fh: image.save(fh, format="PNG"), near_root(path))  # never through a link
 
 
 # -- the VAE's latent manifold ----------------------------------------------------------------------------------------
@@ -100,8 +160,6 @@ def manifold_latents(grid_size: int = 20, device: torch.device | str | None = No
     Row-major order: the image in grid row ``r``, column ``c`` (index ``r·grid + c``) decodes
     ``z = (Φ⁻¹(p_c), Φ⁻¹(p_r))`` — z₁ grows to the right, z₂ grows downwards.
     """
-    import torch
-
     p = (torch.arange(grid_size, dtype=torch.float32, device=device) + 0.5) / grid_size  # (G,)
     z = torch.special.ndtri(p)  # Gaussian percent-point function, (G,)
     z2, z1 = torch.meshgrid(z, z, indexing="ij")  # (G, G) each: row index -> z2, column index -> z1
@@ -114,10 +172,6 @@ def visualize_manifold(decoder: torch.nn.Module, grid_size: int = 20) -> torch.T
     Each cell shows the decoder's **mean** image ``Σ_k p_k·k/15`` (not a sample).  Returns the ``make_grid``
     tensor ``[3, H, W]`` with values in [0, 1]; save it with ``torchvision.utils.save_image``.
     """
-    import torch
-    import torch.nn.functional as F
-    from torchvision.utils import make_grid
-
     device = next(decoder.parameters()).device
     with torch.no_grad():
         z = manifold_latents(grid_size, device=device)  # (G², 2)
@@ -168,11 +222,7 @@ def plot_learning_curves(metrics_path: str | Path, path: str | Path, title: str 
 # -- a VAE run folder -------------------------------------------------------------------------------------------------
 def vae_best_model(run_dir: str | Path):
     """The VAE of a run folder with its best (else last) checkpoint's weights, on the CPU, in eval mode."""
-    from dl1.models.vae import VAE
-    from dl1.runtime import checkpoint_file
-    from dl1.train import load_checkpoint
-
-    cfg = read_json_file(Path(run_dir) / "config.json")
+    cfg = RunFolder(run_dir).config
     model = VAE(int(cfg["num_filters"]), int(cfg["z_dim"]), float(cfg["lr"]))
     model.load_state_dict(load_checkpoint(checkpoint_file(run_dir, prefer="best"))["modules"]["vae"])
     return model.eval()
@@ -180,8 +230,6 @@ def vae_best_model(run_dir: str | Path):
 
 def vae_figures(run_dir: str | Path, model=None) -> list[Path]:
     """Rebuild every figure of a VAE run folder: sample grids, learning curves, and the manifold when z_dim = 2."""
-    import torch
-
     run_dir = Path(run_dir)
     figures = run_dir / "figures"
     out = []
@@ -190,7 +238,7 @@ def vae_figures(run_dir: str | Path, model=None) -> list[Path]:
                                    nrow=8, value_range=(0, 15)))
     records = read_jsonl(run_dir / "metrics.jsonl")
     base = [r for r in records if r.get("split") == "baseline"]
-    cfg = read_json_file(run_dir / "config.json")
+    cfg = RunFolder(run_dir).config
     out.append(plot_learning_curves(run_dir / "metrics.jsonl", figures / "vae_learning_curve.png",
                                     title=f"VAE, 4-bit {cfg['dataset']}, z_dim={cfg['z_dim']}",
                                     baseline=base[-1]["test_bpd"] if base else None))

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from dl1 import gnn
-from dl1.report import new_figure, save_figure
-from dl1.report.runs import read_json_file
+from dl1.report import markdown, new_figure, save_figure
+from dl1.run.files import write_text_atomic
+from dl1.run.reader import RunFolder
 
 CHECKS = [  # (summary key, label, should be zero)
     ("gcn_index_vs_matrix", "GCN index vs matrix form", True),
@@ -30,15 +31,14 @@ CHECKS = [  # (summary key, label, should be zero)
 def make_figures(run_dir: str | Path) -> list[Path]:
     """Rebuild figures/gnn_*.png and report.md from summary.json and graphs.json."""
     run_dir = Path(run_dir)
-    summary = read_json_file(run_dir / "summary.json")
-    data = read_json_file(run_dir / "graphs.json")
+    summary, data = RunFolder(run_dir).summary, RunFolder(run_dir).json("graphs.json")
     figures = run_dir / "figures"
     paths = [figure_graphs(data["course"], figures / "gnn_graphs.png"),
              figure_walks(data["course"], figures / "gnn_walks.png"),
              figure_attention(data["attention"], figures / "gnn_attention.png"),
              figure_graph_attention(data["attention"], figures / "gnn_graph_attention.png"),
              figure_checks(summary["per_size"], figures / "gnn_checks.png")]
-    (run_dir / "report.md").write_text(render_report(summary, data))
+    write_text_atomic(run_dir / "report.md", render_report(summary, data), root=run_dir)  # never through a link
     return paths
 
 
@@ -140,7 +140,7 @@ def figure_checks(per_size: dict[str, Any], path: Path) -> Path:
 # -- report.md --------------------------------------------------------------------------------------------------------
 def render_report(summary: dict[str, Any], data: dict[str, Any]) -> str:
     """report.md: each course question with its short answer and the measured numbers."""
-    lines = [f"# GNN theory, checked in code (run {Path(summary['run_dir']).name})", "",
+    lines = [f"# GNN theory, checked in code (run {markdown.cell(Path(summary['run_dir']).name)})", "",
              f"All claims hold: **{summary['all_claims_hold']}**. Numbers are max abs differences over random "
              f"G(N, p) graphs (N = {', '.join(summary['per_size'])}; each has a node with two neighbours) unless "
              "stated. The course asks Q3.1–Q3.5 as theory questions; the code (`dl1.gnn`) makes each answer "
@@ -197,7 +197,7 @@ def _q3_4(q4: dict[str, Any]) -> list[str]:
             f"(≥ {q4['mlp_equivariance_min_abs_diff']:.2f}; its graph-level output by ≥ "
             f"{q4['mlp_readout_invariance_min_abs_diff']:.2f}).",
             "2. Fixed graph size: an MLP built for 6 nodes refuses the 7-node wheel: "
-            f"\"{q4['mlp_other_size_error']}\"; "
+            f"\"{markdown.cell(q4['mlp_other_size_error'])}\"; "
             "the same GCN runs on every size (molecules of any size).",
             "3. Parameters grow as O(N²) and do not transfer to unseen or huge graphs (social networks):", "",
             "| nodes N | MLP on [A, X] parameters | GCN parameters |", "|---|---|---|",

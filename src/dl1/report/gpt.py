@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from dl1.errors import DL1Error
 from dl1.report import new_figure, save_figure
+from dl1.run.files import read_jsonl
+from dl1.run.reader import RunFolder
 
 
 def throughput(train_s: float, cpu_s: float, iters: int, tokens_per_iter: int) -> dict[str, float]:
@@ -21,8 +23,6 @@ def throughput(train_s: float, cpu_s: float, iters: int, tokens_per_iter: int) -
 
 def make_figures(run_dir: str | Path) -> list[Path]:
     """``figures/gpt_loss.png``: training loss (running means) and validation loss against iterations."""
-    from dl1.runtime import read_jsonl
-
     run_dir = Path(run_dir)
     records = read_jsonl(run_dir / "metrics.jsonl")
     split = "train_iter" if any(r["split"] == "train_iter" for r in records) else "train"
@@ -47,11 +47,11 @@ def make_figures(run_dir: str | Path) -> list[Path]:
 def title(run_dir: Path) -> str:
     """The figure's title from the run's ``config.json`` (corpus, model size, block, batch, preset)."""
     try:
-        c = json.loads((run_dir / "config.json").read_text())
+        c = RunFolder(run_dir).config
         size = c["model_type"] if c.get("n_layer") is None else f"{c['n_layer']} layers x {c['n_embd']} wide"
         return (f"char GPT on {Path(c['txt_file']).name}: {size}, block {c['block_size']}, batch "
                 f"{c['train_batch_size']}" + (f"\n(preset {c['preset']})" if c.get("preset", "none") != "none" else ""))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (DL1Error, OSError, ValueError, KeyError, TypeError, AttributeError):
         return "character-level GPT"
 
 

@@ -9,12 +9,20 @@ not the course's CIFAR numbers with OpenAI's ViT-B/32 (said in the report).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
-from dl1.report import new_figure, save_figure
-from dl1.report.runs import flatten, read_json_file, read_run
-from dl1.runtime import read_jsonl, write_text_atomic
+import numpy as np
+
+from dl1.report import markdown, new_figure, save_figure
+from dl1.report import summary as keys
+from dl1.report.robustness import REF_DEEP, REF_VISUAL, robustness_rows, robustness_table
+from dl1.report.robustness_figures import plot_deep_prompts
+from dl1.report.runs import read_run
+from dl1.report.summary import flatten
+from dl1.run.files import make_folder, read_jsonl, write_file, write_text_atomic
+from dl1.run.reader import RunFolder
 
 METHOD_LABELS = {"padding": "padding", "fixed_patch": "fixed patch", "random_patch": "random patch",
                  "deep_prompt": "deep prompt, layer"}
@@ -41,7 +49,7 @@ def _label(method: str, value: int) -> str:
 
 def _prompt_runs(run_dir: Path) -> list[tuple[str, int, Path]]:
     """``(method, size or layer, folder)`` of the prompt sub-runs, in the order of the run's ``--prompts``."""
-    order = [str(p).replace(":", "-") for p in read_json_file(run_dir / "config.json").get("prompts", [])]
+    order = [str(p).replace(":", "-") for p in RunFolder(run_dir).config.get("prompts", [])]
     out = []
     for folder in (run_dir / "runs").glob("prompt-*"):
         method, _, value = folder.name.removeprefix("prompt-").rpartition("-")
@@ -63,28 +71,29 @@ def pipeline_numbers(run_dir: str | Path) -> dict[str, Any]:
         for kind, suffix in (("clean", ""), ("noisy", "-noisy")):
             folder = runs / f"zeroshot-{name}{suffix}"
             if folder.is_dir():
-                zeroshot[name][kind] = _top1(read_json_file(folder / "summary.json"), "test.top1")
+                zeroshot[name][kind] = _top1(RunFolder(folder).summary, keys.TEST_TOP1)
         zeroshot[name]["clean_noisy"] = clean_noisy(zeroshot[name].get("clean"), zeroshot[name].get("noisy"))
     base = zeroshot.get("shifted", {}).get("clean")
     prompts = {}
     for method, value, folder in _prompt_runs(Path(run_dir)):
-        summary = read_json_file(folder / "summary.json")
-        clean, noisy = _top1(summary, "results.test.top1"), _top1(summary, "results.test_noisy.top1")
+        summary = RunFolder(folder).summary
+        clean, noisy = _top1(summary, keys.RESULTS_TEST_TOP1), _top1(summary, keys.RESULTS_TEST_NOISY_TOP1)
         prompts[f"{method}_{value}"] = {
             "label": _label(method, value), "clean": clean, "noisy": noisy, "clean_noisy": clean_noisy(clean, noisy),
             "drop": None if clean is None or noisy is None else clean - noisy,
             "gain_over_zeroshot": None if clean is None or base is None else clean - base,
-            "val": _top1(summary, "results.val.top1"), "trainable": flatten(summary).get("params.trainable"),
-            "test_images": flatten(summary).get("results.test.n"), "run": folder.name}
+            "val": _top1(summary, keys.RESULTS_VAL_TOP1), "trainable": flatten(summary).get(keys.PARAMS_TRAINABLE),
+            "test_images": flatten(summary).get(keys.RESULTS_TEST_N), "run": folder.name}
     return {"zeroshot": zeroshot, "prompts": prompts}
 
 
 def _cell(v: Any, fmt: str = "{:.2f}") -> str:
-    return "—" if v is None else fmt.format(v) if isinstance(v, int | float) else str(v)
+    return "—" if v is None else fmt.format(v) if isinstance(v, int | float) else markdown.cell(v)
 
 
 def method_table(numbers: dict[str, Any], shift: str) -> str:
     """One Markdown table: zero-shot on the original and the shifted test set, then every prompt (shifted)."""
+    shift = markdown.cell(shift)  # from config.json
     lines = [f"| model | test set | trainable parameters | clean top-1 (%) | noisy top-1 (%) | gain over zero-shot "
              f"on {shift} (points) |", "|---|---|---:|---:|---:|---:|"]
     for name, values in numbers["zeroshot"].items():
@@ -97,8 +106,8 @@ def method_table(numbers: dict[str, Any], shift: str) -> str:
         if isinstance(p.get("test_images"), int) and p["test_images"] < TEST_IMAGES:
             mark = " *"
             partial.append(p["label"])
-        lines.append(f"| {p['label']}{mark} | {shift} | {_cell(p['trainable'], '{:,}')} | {_cell(p['clean'])} | "
-                     f"{_cell(p['noisy'])} | {_cell(p['gain_over_zeroshot'], '{:+.2f}')} |")
+        lines.append(f"| {markdown.cell(p['label'])}{mark} | {shift} | {_cell(p['trainable'], '{:,}')} | "
+                     f"{_cell(p['clean'])} | {_cell(p['noisy'])} | {_cell(p['gain_over_zeroshot'], '{:+.2f}')} |")
     if partial:
         lines += ["", f"\\* scored on the first --prompt_batches batches of the {TEST_IMAGES:,} test images only "
                       "(--prompt_batches x --prompt_batch_size is below the test set)."]
@@ -108,8 +117,6 @@ def method_table(numbers: dict[str, Any], shift: str) -> str:
 def plot_methods(numbers: dict[str, Any], shift: str, path: Path) -> Path | None:
     """Grouped bars: zero-shot (original, shifted) and every prompt (shifted), clean and noisy test top-1, with the
     chance level."""
-    import numpy as np
-
     labels = ["zero-shot\noriginal", f"zero-shot\n{shift}"]
     clean = [numbers["zeroshot"].get(k, {}).get("clean") for k in ("original", "shifted")]
     noisy = [numbers["zeroshot"].get(k, {}).get("noisy") for k in ("original", "shifted")]
@@ -170,15 +177,13 @@ def plot_training(run_dir: Path, path: Path) -> Path | None:
 def _copy_predictions(run_dir: Path, name: str) -> Path | None:
     """The zero-shot prediction figure of sub-run ``zeroshot-<name>`` (the same 8 test images, original or shifted)
     as ``figures/zeroshot_<name>.png`` of the mini-clip run."""
-    import shutil
-
     found = sorted((run_dir / "runs" / f"zeroshot-{name}" / "figures").glob("*.png"))
     if not found:
         return None
     target = run_dir / "figures" / f"zeroshot_{name}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(found[0], target)
-    return target
+    make_folder(target.parent, run_dir)
+    with found[0].open("rb") as src:  # atomically, never through a link at the target
+        return write_file(target, lambda dst: shutil.copyfileobj(src, dst), root=run_dir)
 
 
 def make_report(run_dir: str | Path) -> list[Path]:
@@ -186,10 +191,8 @@ def make_report(run_dir: str | Path) -> list[Path]:
     ``mini_clip_training.png`` (the training curve), ``zeroshot_original.png`` / ``zeroshot_shifted.png`` (the
     same 8 test images with the frozen mini-CLIP's top-5 predictions, before and after the shift) and, with deep
     prompts, the course's ``deep_prompts.png`` (top-1 against the injection layer)."""
-    from dl1.report.robustness import plot_deep_prompts, robustness_rows, robustness_table
-
     run_dir = Path(run_dir)
-    config, summary = read_json_file(run_dir / "config.json"), read_json_file(run_dir / "summary.json")
+    config, summary = RunFolder(run_dir).config, RunFolder(run_dir).summary
     shift = str(config.get("shift", "shifted"))
     numbers = pipeline_numbers(run_dir)
     figures = [p for p in (plot_methods(numbers, shift, run_dir / "figures" / "mini_clip_methods.png"),
@@ -207,23 +210,21 @@ def make_report(run_dir: str | Path) -> list[Path]:
         f"{_cell(training.get('train_time_s'), '{:.0f}')} s) on {_cell(training.get('images'), '{:,}')} images; "
         f"best validation zero-shot top-1 {_cell(training.get('val_zeroshot_top1'))} % (epoch "
         f"{training.get('best_epoch', '?')})")
-    md = [f"# mini-clip: {run_dir.name}", "", f"Command: `{argv[-1] if argv else '?'}`", "", NOT_COURSE, "",
-          f"The mini-CLIP ({summary.get('weights', '?')}): {how}.", "",
-          f"## Zero-shot and prompts (shift: {shift})", "", method_table(numbers, shift)]
-    md += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+    md = [f"# mini-clip: {markdown.cell(run_dir.name)}", "", f"Command: {markdown.command(argv[-1] if argv else None)}",
+          "", NOT_COURSE, "", f"The mini-CLIP ({markdown.cell(summary.get('weights', '?'))}): {how}.", "",
+          f"## Zero-shot and prompts (shift: {markdown.cell(shift)})", "", method_table(numbers, shift)]
+    md += [markdown.image(p.stem, f"figures/{p.name}") for p in figures] + [""]
     if rows:
         md += ["## Robustness to noise (the course's table, over the sub-runs)", "", robustness_table(rows)]
     md += ["Sub-runs (each a complete clip-zeroshot / clip-prompt run folder): "
-           + ", ".join(f"`runs/{d['dir'].name}`" for d in subruns), ""]
-    write_text_atomic(run_dir / "report.md", "\n".join(md) + "\n")
+           + ", ".join(markdown.code(f"runs/{d['dir'].name}") for d in subruns), ""]
+    write_text_atomic(run_dir / "report.md", "\n".join(md) + "\n", root=run_dir)
     return figures
 
 
 def _reference(method: str, value: int) -> str:
     """The reference solution's CIFAR-10 number for the same kind of prompt (for scale only: another task, OpenAI's
     ViT-B/32 at 224 px): padding 4 of 28 px is the course's padding 30 of 224 px, a 28 px patch its 224 px one."""
-    from dl1.report.robustness import REF_DEEP, REF_VISUAL
-
     course = {("padding", 4): ("padding", 30), ("fixed_patch", 1): ("fixed_patch", 1),
               ("fixed_patch", 28): ("fixed_patch", 224)}.get((method, value))
     if method == "deep_prompt" and value in REF_DEEP["cifar10"]:

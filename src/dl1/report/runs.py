@@ -2,50 +2,35 @@
 
 from __future__ import annotations
 
-import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dl1.errors import DL1Error, first_line
-from dl1.report import new_figure, save_figure
-from dl1.runtime import read_json, read_jsonl_counted
+from dl1.report import markdown, new_figure, save_figure
+from dl1.report.robustness_figures import course_sections
+from dl1.report.summary import flatten
+from dl1.run.files import check_no_links, check_tree, make_folder, read_json_object, safe_path, write_text_atomic
+from dl1.run.reader import RunFolder
 
 SKIP_KEYS = {"step", "split", "epoch", "time"}
 
 
 def read_json_file(path: Path) -> dict[str, Any]:
     """A JSON object file of a run folder ({} if absent); a cut, binary or non-object file is one-line DL1Error."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    value = read_json(path)
-    if not isinstance(value, dict):
-        raise DL1Error(f"{path} does not hold a JSON object")
-    return value
+    return read_json_object(path)
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
     """config, summary and metric records of a run folder (and how many lines of metrics.jsonl are not records)."""
-    run_dir = Path(run_dir)
-    records, bad = read_jsonl_counted(run_dir / "metrics.jsonl")
-    return {"dir": run_dir, "config": read_json_file(run_dir / "config.json"),
-            "summary": read_json_file(run_dir / "summary.json"), "metrics": records, "bad_lines": bad}
+    folder = RunFolder(run_dir)
+    return {"dir": folder.dir, "config": folder.config, "summary": folder.summary, "metrics": folder.metrics,
+            "bad_lines": folder.bad_lines}
 
 
 def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "config.json").exists()
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> ``{"test.acc": 0.9, ...}`` keeping scalars only."""
-    out: dict[str, Any] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    elif isinstance(obj, int | float | str | bool) or obj is None:
-        out[prefix[:-1]] = obj
-    return out
+    return RunFolder(path).is_run()
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
@@ -80,18 +65,12 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
     return path
 
 
-def experiment_figures(run_dir: Path, experiment: Any) -> bool:
-    """Call the experiment's own ``make_figures(run_dir)``; False if it has none (or the name is no experiment)."""
-    from dl1.experiments import names
-
-    if not isinstance(experiment, str) or experiment not in names():
-        return False
-    module = importlib.import_module(f"dl1.experiments.{experiment.replace('-', '_')}")
-    make = getattr(module, "make_figures", None)
-    if not callable(make):
+def experiment_figures(run_dir: Path, experiment: str, figures: Callable[[Path], Any] | None) -> bool:
+    """Call the experiment's ``figures(run_dir)`` (its registry entry's, given by the caller); False without one."""
+    if figures is None:
         return False
     try:
-        make(Path(run_dir))
+        figures(Path(run_dir))
     except (KeyError, ValueError, TypeError, IndexError) as exc:  # records that are not what the experiment wrote
         raise DL1Error(f"{run_dir}: its records do not fit {experiment}'s figures "
                        f"({type(exc).__name__}: {first_line(exc, 120)})") from None
@@ -104,35 +83,45 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+def _table(rows: list[dict[str, Any]], columns: list[str], code_columns: tuple[str, ...] = ()) -> str:
+    """A Markdown table; every header and cell escaped (a ``|`` or a newline in a value cannot shift the columns),
+    the ``code_columns`` as code spans."""
+    def show(row: dict[str, Any], c: str) -> str:
+        return markdown.code(_fmt(row.get(c)), table=True) if c in code_columns else markdown.cell(_fmt(row.get(c)))
+
+    lines = ["| " + " | ".join(markdown.cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(show(r, c) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def write_run_report(run_dir: Path, run: dict[str, Any] | None = None) -> Path:
-    """Rebuild ``figures/`` and ``report.md`` of one run from its folder (``run``: its :func:`read_run`, if read)."""
+def write_run_report(run_dir: Path, run: dict[str, Any] | None = None,
+                     figures: Callable[[Path], Any] | None = None) -> Path:
+    """Rebuild ``figures/`` and ``report.md`` of one run from its folder (``run``: its :func:`read_run`, if read;
+    ``figures``: the experiment's own figures, else the learning curves are drawn)."""
     run = run if run is not None else read_run(run_dir)
     run_dir = Path(run_dir)
     experiment = str(run["config"].get("experiment", run_dir.parent.name))
-    report = run_dir / "report.md"
+    report = safe_path(run_dir, "report.md")  # a link planted in the run folder is refused, never written through
+    check_tree(safe_path(run_dir, "figures"))
     before = report.stat().st_mtime_ns if report.exists() else None
-    if not experiment_figures(run_dir, experiment) and run["metrics"]:
+    if not experiment_figures(run_dir, experiment, figures) and run["metrics"]:
         plot_curves(run["metrics"], run_dir / "figures" / "curves.png", title=experiment)
     if report.exists() and report.stat().st_mtime_ns != before:
         return report  # the experiment wrote its own report (e.g. gnn's question-by-question answers)
     argv = (run_dir / "argv.txt").read_text(errors="replace").strip() if (run_dir / "argv.txt").exists() else ""
     summary = {k: v for k, v in flatten(run["summary"]).items() if k not in ("run_dir",)}
     config = {k: v for k, v in run["config"].items() if k != "experiment"}
-    parts = [f"# {experiment}: {run_dir.name}", "", f"Command: `{argv.splitlines()[-1] if argv else '?'}`", "",
+    command = markdown.command(argv.splitlines()[-1] if argv else None)  # shell-quoted: pasting it runs dl1 only
+    parts = [f"# {markdown.cell(experiment)}: {markdown.cell(run_dir.name)}", "", f"Command: {command}", "",
              "## Results", "", _table([{"metric": k, "value": v} for k, v in summary.items()], ["metric", "value"]),
              "", "## Config", "", _table([{"flag": k, "value": json.dumps(v)} for k, v in config.items()],
-                                         ["flag", "value"]), "", "## Figures", ""]
-    if (run_dir / "table.md").exists():  # an experiment's own table (e.g. cnn-compare)
-        parts[parts.index("## Results"):parts.index("## Results")] = [(run_dir / "table.md").read_text(), ""]
+                                         ["flag", "value"], code_columns=("value",)), "", "## Figures", ""]
+    if (run_dir / "table.md").exists():  # an experiment's own table (e.g. cnn-compare), without HTML
+        parts[parts.index("## Results"):parts.index("## Results")] = [markdown.inert((run_dir / "table.md")
+                                                                                     .read_text()), ""]
     for png in sorted((run_dir / "figures").glob("*.png")):
-        parts += [f"![{png.stem}](figures/{png.name})", ""]
-    report.write_text("\n".join(parts) + "\n")
+        parts += [markdown.image(png.stem, f"figures/{png.name}"), ""]
+    write_text_atomic(report, "\n".join(parts) + "\n", root=run_dir)
     return report
 
 
@@ -159,7 +148,8 @@ def comparison_tables(rows: list[dict[str, Any]], lead: list[str], numeric: list
             out += [f"Columns {i * WRAP + 1}–{i * WRAP + len(chunk)} of {len(varying)}:", ""]
         out += [_table(rows, [*lead, *chunk]), ""]
     if same:
-        out += ["Same in every run: " + "; ".join(f"{k} = {_fmt(rows[0][k])}" for k in same), ""]
+        out += ["Same in every run: " + "; ".join(f"{markdown.cell(k)} = {markdown.cell(_fmt(rows[0][k]))}"
+                                                  for k in same), ""]
     return out
 
 
@@ -168,8 +158,6 @@ def compare_runs(run_dirs: list[Path], out: Path, swept: list[str] | None = None
     """One comparison of several runs (the config values that differ + all their summary numbers), the course's
     tables and figures the runs allow (robustness, visual and deep prompts, cross-dataset; printed too with
     ``echo``), and for a sweep a figure of ``metric`` against the swept value."""
-    from dl1.report.robustness import course_sections
-
     runs = [read_run(d) for d in run_dirs]
     configs = [{k: json.dumps(v) for k, v in r["config"].items()} for r in runs]
     differ = swept or [k for k in configs[0] if len({c.get(k) for c in configs}) > 1]
@@ -180,7 +168,8 @@ def compare_runs(run_dirs: list[Path], out: Path, swept: list[str] | None = None
         rows.append({"run": r["dir"].name, **{k: r["config"].get(k) for k in differ}, **flat})
         numeric += [k for k in flat if k not in numeric]
     metric = metric or _default_metric(numeric)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
+    check_no_links(out)
     course = course_sections(runs, out.parent)
     if echo and course:
         print("\n".join(line for line in course if not line.startswith("![")))
@@ -188,8 +177,8 @@ def compare_runs(run_dirs: list[Path], out: Path, swept: list[str] | None = None
     if swept and metric:
         fig = _plot_sweep(rows, swept, metric, out.parent / "figures" / f"sweep_{metric.replace('/', '_')}.png")
         if fig:
-            text += [f"![{metric} vs {swept[0]}](figures/{fig.name})", ""]
-    out.write_text("\n".join(text) + "\n")
+            text += [markdown.image(f"{metric} vs {swept[0]}", f"figures/{fig.name}"), ""]
+    write_text_atomic(out, "\n".join(text) + "\n")
     return out
 
 

@@ -15,6 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from dl1.report import markdown
+
 
 @dataclass(frozen=True)
 class Shown:
@@ -142,23 +146,26 @@ def _summary_lines(rows: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any],
 
 
 def _markdown(rows: list[dict[str, Any]], budget: str, when: str) -> str:
-    md = [f"# dl1 tour ({budget} budget, {when})", "", "Contents: [summary](#summary) · "
-          + " · ".join(f"[{r['title']}](#{_anchor(r)})" for r in rows), "", '<a id="summary"></a>', "",
-          "## Summary", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    """Every value from a run, a flag or a file name goes through :mod:`dl1.report.markdown` (escaped text, inert
+    code spans, encoded link targets)."""
+    md = [f"# dl1 tour ({markdown.cell(budget)} budget, {when})", "", "Contents: [summary](#summary) · "
+          + " · ".join(f"[{markdown.cell(r['title'])}](#{_anchor(r)})" for r in rows), "",
+          '<a id="summary"></a>', "", "## Summary", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r, cells in _summary_lines(rows):
+        shown = [markdown.cell(c) for c in cells]
         if cells[0]:
-            cells[0] = f"[{cells[0]}](#{_anchor(r)})"
+            shown[0] = f"[{shown[0]}](#{_anchor(r)})"
         if cells[-1]:
-            cells[-1] = f"`{cells[-1]}`"
-        md.append("| " + " | ".join(cells) + " |")
+            shown[-1] = markdown.command(cells[-1], table=True)
+        md.append("| " + " | ".join(shown) + " |")
     for r in rows:
-        md += ["", f'<a id="{_anchor(r)}"></a>', "", f"## {r['title']}", "",
-               f"Status: **{r['status']}**" + (f" — {r['note']}" if r["note"] else ""), "",
-               f"Reproduce: `{r['command']}`", ""]
+        md += ["", f'<a id="{_anchor(r)}"></a>', "", f"## {markdown.cell(r['title'])}", "",
+               f"Status: **{markdown.cell(r['status'])}**" + (f" — {markdown.cell(r['note'])}" if r["note"] else ""),
+               "", f"Reproduce: {markdown.command(r['command'])}", ""]
         if r.get("sample"):
-            md += ["Sample from the best model:", "", "```text", r["sample"], "```", ""]
+            md += ["Sample from the best model:", "", *markdown.fenced(r["sample"], "text"), ""]
         for path, caption in r["figures"]:
-            md += [f"![{caption}]({path})", "", f"*{caption}*", ""]
+            md += [markdown.image(caption, path), "", f"*{markdown.cell(caption)}*", ""]
         md += ["[back to the summary](#summary)"]
     return "\n".join(md) + "\n"
 
@@ -176,8 +183,6 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0
 def _enlarged(path: Path, below: int = 400) -> str:
     """Attributes that show a small image (a sample grid of 28-pixel images) at twice its size, pixels kept sharp."""
     try:
-        from PIL import Image
-
         with Image.open(path) as image:
             width = image.width
     except (ImportError, OSError):
@@ -222,6 +227,8 @@ def write_reports(tour_dir: Path, rows: list[dict[str, Any]], budget: str) -> tu
     """``report.md`` and a self-contained ``report.html`` (images next to it) of the whole tour: contents with links,
     the summary table (with each part's command), then per part its status, command, sample and captioned figures."""
     when = f"{datetime.now():%Y-%m-%d %H:%M}"
-    (tour_dir / "report.md").write_text(_markdown(rows, budget, when))
-    (tour_dir / "report.html").write_text(_html(rows, budget, when, tour_dir))
+    from dl1.run.files import write_text_atomic  # atomically, never through a link planted in the tour folder
+
+    write_text_atomic(tour_dir / "report.md", _markdown(rows, budget, when), root=tour_dir)
+    write_text_atomic(tour_dir / "report.html", _html(rows, budget, when, tour_dir), root=tour_dir)
     return tour_dir / "report.md", tour_dir / "report.html"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dl1.report import new_figure, save_figure
-from dl1.runtime import read_jsonl
+from dl1.run.files import read_jsonl
 
 
 def make_figures(run_dir: str | Path) -> list[Path]:

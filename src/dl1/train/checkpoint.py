@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dl1.errors import DL1Error, first_line
-from dl1.runtime import write_atomic
+from dl1.run.files import write_atomic
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -37,9 +37,25 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     if not path.is_file():
         raise DL1Error(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        return torch_load(path, map_location=map_location, mmap=mmap)
     except Exception as exc:  # corrupt/truncated/foreign file
         raise DL1Error(f"cannot read checkpoint {path}: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def torch_load(path: str | Path, **kwargs: Any) -> Any:
+    """``torch.load(path, weights_only=True, **kwargs)``, quietly: torch warns (a ``UserWarning``) that a TorchScript
+    archive is dispatched to ``torch.jit.load`` before ``weights_only=True`` refuses it, so the warning would only
+    precede the caller's one-line refusal; the refusal then says what the file is."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive", category=UserWarning)
+        try:
+            return torch.load(path, weights_only=True, **kwargs)
+        except RuntimeError as exc:
+            if "TorchScript" not in str(exc):
+                raise
+    raise RuntimeError("it is a TorchScript archive (a program, not tensors): refused, loading it could run code")
 
 
 def rng_state() -> dict[str, Any]:

@@ -19,8 +19,10 @@ rank 0 are sent to the others (:func:`broadcast_modules`); rank 0 alone writes t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dl1.errors import UsageError
+from dl1.run.torchrun import local_rank, rank, world_size
 
 BUCKET_BYTES = 25 * 2**20  # as DistributedDataParallel's default bucket (25 MiB)
 
@@ -49,31 +52,62 @@ class DistInfo:
 
 def env_info() -> DistInfo:
     """Rank information from torchrun's environment variables (single process if unset)."""
-    from dl1.runtime import local_rank, rank, world_size
-
     return DistInfo(rank(), world_size(), local_rank())
 
 
 def current() -> DistInfo:
     """This process's rank in the joined process group (one process when none was joined)."""
     if dist.is_available() and dist.is_initialized():
-        from dl1.runtime import local_rank
-
         return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank())
     return DistInfo()
 
 
-def init_distributed(backend: str | None = None, init_method: str | None = None) -> DistInfo:
+DEFAULT_TIMEOUT = 600.0  # seconds, --dist_timeout's default: how long a rank waits for the others
+_timeout: float | None = None  # the timeout init_distributed joined with (for the wording of lost_peer)
+
+
+def init_distributed(backend: str | None = None, init_method: str | None = None,
+                     timeout: float | None = None) -> DistInfo:
     """Join the process group described by the environment (idempotent; a no-op for one process); returns this
-    process's rank information."""
+    process's rank information.  ``timeout`` (seconds, ``--dist_timeout``; default :data:`DEFAULT_TIMEOUT`) bounds
+    every wait for the other ranks, joining included: gloo and NCCL collectives that get no answer in that time fail
+    (a rank that stopped answering: a hung node), and :func:`lost_peer` turns that into one line."""
     info = env_info()
     if info.enabled and not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
+        global _timeout
+        _timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
         dist.init_process_group(backend, init_method=init_method or "env://", rank=info.rank,
-                                world_size=info.world_size)
+                                world_size=info.world_size, timeout=timedelta(seconds=_timeout))
     return current() if info.enabled else info
+
+
+_TIMED_OUT = ("timed out", "timeout", "watchdog caught collective operation")
+_CLOSED = ("connection reset", "connection closed", "connection refused", "broken pipe", "end of file",
+           "socket closed", "communicator was aborted", "remote process exited", "peer")
+
+
+def lost_peer(exc: BaseException) -> str | None:
+    """One line for an error that says this rank lost contact with another one (a gloo or NCCL collective timed out,
+    or a peer's connection closed), without the backend's source location; ``None`` for any other error."""
+    if not isinstance(exc, RuntimeError):
+        return None
+    text = " ".join(str(exc).split())
+    lowered = text.lower()
+    known = isinstance(exc, dist.DistError) or "gloo" in lowered or "nccl" in lowered
+    if not known:
+        return None
+    detail = re.sub(r"^\[[^\]]*\]\s*", "", text)  # "[.../pair.cc:545] Read error ..." -> "Read error ..."
+    detail = detail.split(". This is typically", 1)[0].rstrip(".")
+    detail = detail if len(detail) <= 160 else detail[:157] + "..."
+    if any(k in lowered for k in _TIMED_OUT):
+        limit = f" within --dist_timeout {_timeout:g} s" if _timeout is not None else ""
+        return f"lost contact with another rank: no answer{limit} (a rank stopped or hung) ({detail})"
+    if any(k in lowered for k in _CLOSED):
+        return f"lost contact with another rank: its connection closed (a rank exited or was killed) ({detail})"
+    return None
 
 
 def describe() -> dict[str, Any]:
@@ -149,8 +183,17 @@ def wrap(module: nn.Module, info: DistInfo | None = None) -> nn.Module:
     first = next((p for p in module.parameters() if p.requires_grad), None)
     device_ids = [first.device.index if first.device.index is not None else info.local_rank] \
         if first is not None and first.is_cuda else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
-                                               broadcast_buffers=bool(_batch_norms(module)))
+    sync = _buffer_sync(bool(_batch_norms(module)))
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **sync)
+
+
+def _buffer_sync(every_forward: bool) -> dict[str, bool]:
+    """DDP's keyword for syncing buffers before every forward pass: ``forward_sync_buffers`` where torch has it
+    (its ``broadcast_buffers`` is deprecated there and warns on every rank), ``broadcast_buffers`` before."""
+    import inspect
+
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": every_forward}
 
 
 def all_finite(value: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,10 @@ wrapped), a non-finite loss on any rank stops all of them, epoch and validation 
 batch-norm running statistics are averaged every epoch, each rank keeps its own random stream (saved per rank in
 ``last.pt``, so a resume with the same number of ranks is exact) and rank 0 alone writes.  The experiment gives each
 rank its shard of every global batch.
+
+SIGTERM and SIGUSR1 mean "save and stop" (:mod:`dl1.train.stopping`: the process exits with status 75 once
+the checkpoint ``--resume`` expects is written); what a checkpoint holds and how a run continues from one,
+mid-epoch too, is :mod:`dl1.train.state`.  SIGINT (Ctrl-C) keeps its meaning: stop now, keep the last checkpoint.
 """
 
 from __future__ import annotations
@@ -37,19 +41,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from dl1.errors import DL1Error, first_line
-from dl1.runtime import Run, checkpoint_file
+from dl1.errors import DL1Error
+from dl1.run.folder import Run
 from dl1.train import distributed
 from dl1.train import precision as precisions
-from dl1.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dl1.train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from dl1.train.state import TrainerState, unwrap
+from dl1.train.stopping import EXIT_STOPPED, STOP_SIGNALS, RunStopped, StopSignals
+
+__all__ = ["Trainer", "NonFiniteLossError", "RunStopped", "EXIT_STOPPED", "STOP_SIGNALS", "show_progress",
+           "in_notebook"]
 
 
 class NonFiniteLossError(DL1Error):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    return getattr(module, "module", module)  # a DistributedDataParallel given by a caller keeps the model in .module
 
 
 def _scalar(value: Any) -> float:
@@ -78,7 +83,7 @@ def in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
-class Trainer:
+class Trainer(TrainerState):
     """Fit ``modules`` with ``optimizers``; see the module docstring for the contract."""
 
     def __init__(self, run: Run, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], *,
@@ -87,7 +92,8 @@ class Trainer:
                  patience: int | None = None, device: torch.device | None = None, precision: str = "fp32",
                  extra_state: Callable[[], dict[str, Any]] | None = None, desc: str | None = None,
                  checkpoint_every: int = 1, on_epoch_end: Callable[[int, dict], None] | None = None,
-                 max_batches: int = 0):
+                 max_batches: int = 0, total_steps: int | None = None, resume_mid_epoch: bool = False,
+                 compile: bool = False):
         if mode not in ("min", "max"):
             raise ValueError("mode must be 'min' or 'max'")
         self.run, self.modules, self.optimizers = run, modules, optimizers
@@ -105,6 +111,12 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.on_epoch_end = on_epoch_end
         self.max_batches = max_batches  # at most this many training batches per epoch (0: all)
+        self.total_steps = total_steps  # optimisation steps the run asks for, when known (a resume past it is refused)
+        self.resume_mid_epoch = resume_mid_epoch  # a stop signal saves a mid-epoch checkpoint (see the module doc)
+        self.compile = compile  # wrap() returns torch.compile(module) (nanoGPT's --compile)
+        self._stops = StopSignals(self.dist, self.device)  # SIGTERM, SIGUSR1: save and stop (dl1.train.stopping)
+        self._partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's position, until the epoch resumes
+        self._epoch_rng: dict[str, Any] | None = None  # the RNG states before train_batches(epoch) was called
         self.train_time_s = 0.0  # wall seconds spent in training epochs (batches + steps, no evaluation)
         self.train_cpu_s = 0.0   # process CPU seconds of the same
         self.train_batches = 0   # training batches seen by this process (not restored on resume)
@@ -116,80 +128,6 @@ class Trainer:
         self.bad_epochs = 0
         self._bad: torch.Tensor | None = None  # accumulated non-finite flag (GPU)
 
-    # -- checkpoints -----------------------------------------------------------------------------------------------
-    @property
-    def last_path(self) -> Path:
-        return self.run.checkpoints / "last.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.run.checkpoints / "best.pt"
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {
-            "modules": {k: _unwrap(m).state_dict() for k, m in self.modules.items()},
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch, "step": self.step, "best_value": self.best_value, "best_epoch": self.best_epoch,
-            "best_metrics": self.best_metrics, "bad_epochs": self.bad_epochs, "rng": rng_state(),
-        }
-        if self.dist.enabled:  # every rank's random stream (a collective: every rank builds the state each epoch)
-            state["rng_ranks"] = distributed.gather(state["rng"])
-            state["world_size"] = self.dist.world_size
-        if self.extra_state is not None:
-            state["extra"] = self.extra_state()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any], restore_rng: bool = True) -> None:
-        for k, m in self.modules.items():
-            _unwrap(m).load_state_dict(state["modules"][k])
-        for k, o in self.optimizers.items():
-            if k in state.get("optimizers", {}):
-                o.load_state_dict(state["optimizers"][k])
-        for k, s in self.schedulers.items():
-            if k in state.get("schedulers", {}):
-                s.load_state_dict(state["schedulers"][k])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.step = state.get("epoch", 0), state.get("step", 0)
-        self.best_value, self.best_epoch = state.get("best_value"), state.get("best_epoch")
-        self.best_metrics, self.bad_epochs = state.get("best_metrics", {}), state.get("bad_epochs", 0)
-        if restore_rng and "rng" in state:
-            ranks = state.get("rng_ranks") or []
-            if len(ranks) == self.dist.world_size:
-                set_rng_state(ranks[self.dist.rank])
-            else:  # saved with another number of ranks: rank 0's stream, and a stream of its own on every other rank
-                set_rng_state(state["rng"])
-                self._fold_rank_into_rng()
-
-    def resume(self, source: str | Path) -> None:
-        """Continue from a checkpoint file or a run folder (its ``checkpoints/last.pt``, else ``best.pt``).  The run
-        folder is committed (config, env, argv written; metrics cut back to the checkpoint's step) only after the
-        checkpoint has been loaded, so a checkpoint that does not fit changes nothing."""
-        path = checkpoint_file(source, prefer="last")
-        try:
-            self.load_state_dict(load_checkpoint(path, map_location=self.device))
-        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
-            raise DL1Error(f"cannot resume from {path}: it does not fit this model/optimiser (were different "
-                           f"size flags used?): {first_line(exc)}") from None
-        self.run.truncate_after(self.step)
-        print(f"[{self.run.experiment}] resumed from {path} at epoch {self.epoch}, step {self.step}", flush=True)
-
-    def load_best(self) -> dict[str, Any]:
-        """Load the best checkpoint's weights into the modules (the last ones if none was saved).  Under torchrun
-        rank 0 reads the file and sends the weights to the others (no other node needs the run folder)."""
-        state: dict[str, Any] = {}
-        if self.dist.is_main:
-            path = self.best_path if self.best_path.exists() else self.last_path
-            if path.exists():
-                state = load_checkpoint(path, map_location=self.device)
-                for k, m in self.modules.items():
-                    _unwrap(m).load_state_dict(state["modules"][k])
-        if self.dist.enabled:
-            distributed.broadcast_modules(_unwrap(m) for m in self.modules.values())
-        return state
-
     def wrap(self, module: nn.Module) -> nn.Module:
         """The module to run the forward pass through: under torchrun PyTorch's ``DistributedDataParallel`` around
         ``module`` (gradients of its trainable parameters averaged over the ranks during backward), the module itself
@@ -197,6 +135,8 @@ class Trainer:
         wrapped = distributed.wrap(module, self.dist)
         if wrapped is not module:
             self._wrapped.append(wrapped)
+        if self.compile:  # around the data-parallel wrapper, as PyTorch recommends; the parameters stay the module's
+            wrapped = torch.compile(wrapped)
         return wrapped
 
     def _check_wrapped(self) -> None:
@@ -208,19 +148,6 @@ class Trainer:
         if loose:
             raise DL1Error(f"data-parallel training needs every trained module wrapped (trainer.wrap(module), forward "
                            f"through the result): the parameters of optimiser(s) {', '.join(loose)} are not")
-
-    def _fold_rank_into_rng(self) -> None:
-        """Give every rank but 0 a random stream of its own (dropout masks, noise, prior samples differ per rank, as
-        its data does); rank 0 keeps the stream a single process would have."""
-        if self.dist.rank > 0:
-            import random
-
-            import numpy as np
-
-            seed = (torch.initial_seed() + 1_000_003 * self.dist.rank) % 2**63
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
-            random.seed(seed)
 
     # -- one optimisation step --------------------------------------------------------------------------------------
     def autocast(self):
@@ -287,7 +214,8 @@ class Trainer:
             raise KeyError(f"monitored metric {self.monitor!r} not in evaluation results {list(results)}")
         return _scalar(results[split][key])
 
-    def _train_epoch(self, batches: Iterable, train_step: Callable[[Any], dict]) -> dict[str, float]:
+    def _train_epoch(self, batches: Iterable, train_step: Callable[[Any], dict],
+                     partial: dict[str, Any] | None = None) -> dict[str, float]:
         from tqdm.auto import tqdm
 
         for m in self.modules.values():
@@ -298,9 +226,18 @@ class Trainer:
         if self.max_batches:
             total = self.max_batches if total is None else min(total, self.max_batches)
             batches = itertools.islice(batches, self.max_batches)
-        bar = tqdm(batches, total=total, desc=f"{self.desc} epoch {self.epoch + 1}/{self.epochs}",
+        batches = iter(batches)
+        if partial is not None:  # a mid-epoch checkpoint: the epoch's first batches were trained on before the stop
+            n = partial["batch"]
+            for _ in range(n):  # drawn exactly as then (the RNG is at the epoch's start), not trained on again
+                next(batches)
+            totals = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                      for k, v in partial["totals"].items()}
+            set_rng_state(partial["rng_now"])  # where the stopped run was after its last step
+        bar = tqdm(batches, total=total, initial=n, desc=f"{self.desc} epoch {self.epoch + 1}/{self.epochs}",
                    disable=not show_progress() or not self.dist.is_main, leave=False, dynamic_ncols=True)
         t0, c0 = time.perf_counter(), time.process_time()
+        start = n
         try:
             for batch in bar:
                 with self.autocast():
@@ -309,34 +246,43 @@ class Trainer:
                     v = v.detach() if isinstance(v, torch.Tensor) else v
                     totals[k] = totals.get(k, 0.0) + v
                 n += 1
+                if (total is None or n < total) and self._stops.agreed(n):
+                    self._stop_mid_epoch(n, totals)
         finally:
             self.train_time_s += time.perf_counter() - t0
             self.train_cpu_s += time.process_time() - c0
-            self.train_batches += n
+            self.train_batches += n - start
         means = {k: _scalar(v) / max(n, 1) for k, v in totals.items()}
         return distributed.average_metrics({"train": means}, self.device)["train"] if self.dist.enabled else means
 
     def fit(self, train_batches: Callable[[int], Iterable], train_step: Callable[[Any], dict],
             evaluate: Callable[[int], dict[str, dict[str, Any]]] | None = None,
-            resume: str | Path | None = None) -> dict[str, Any]:
-        """Train until ``epochs`` (or early stopping); returns the best epoch and its metrics."""
+            resume: str | Path | None = None, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train until ``epochs`` (or early stopping); returns the best epoch and its metrics.  ``resume_state``: the
+        checkpoint of ``resume`` when the caller has read it already."""
         if resume:
-            self.resume(resume)
+            self.resume(resume, resume_state)
         if self.dist.enabled:
             self._check_wrapped()
             if not resume:
                 self._fold_rank_into_rng()
         stopped_early = False
+        previous = self._stops.catch()
         try:
             while self.epoch < self.epochs:
-                train_metrics = self._train_epoch(train_batches(self.epoch), train_step)
+                partial, self._partial = self._partial, None
+                if partial is not None:  # the batches are drawn from where the stopped epoch drew them
+                    partial["rng_now"] = rng_state()  # the checkpoint's RNG states, loaded by resume()
+                    set_rng_state(partial["rng_epoch"])
+                self._epoch_rng = rng_state() if self.resume_mid_epoch else None
+                train_metrics = self._train_epoch(train_batches(self.epoch), train_step, partial)
                 if self._bad is not None and bool(self._bad):  # GPU: a NaN in the epoch's last steps
                     raise NonFiniteLossError(f"loss became non-finite in epoch {self.epoch + 1}; the last good "
                                              f"checkpoint is {self.last_path} (lower --lr or resume with --resume "
                                              f"{self.run.dir})")
                 self.epoch += 1
                 self.run.log(self.step, "train", {**train_metrics, "lr": self.lr()}, epoch=self.epoch)
-                distributed.average_running_stats(_unwrap(m) for m in self.modules.values())
+                distributed.average_running_stats(unwrap(m) for m in self.modules.values())
                 with self.autocast():
                     results = evaluate(self.epoch) if evaluate is not None else {}
                 results = distributed.average_metrics(results, self.device)
@@ -354,10 +300,14 @@ class Trainer:
                 if self.run.enabled and is_best:  # without a monitor, last.pt is the one checkpoint
                     save_checkpoint(self.best_path, {k: state[k] for k in ("modules", "epoch", "step", "best_value",
                                                                            "best_metrics", "extra") if k in state})
-                if self.run.enabled and (self.epoch % self.checkpoint_every == 0 or self.epoch == self.epochs):
+                stop = self.epoch < self.epochs and self._stops.agreed(0)
+                if self.run.enabled and (self.epoch % self.checkpoint_every == 0 or self.epoch == self.epochs or stop):
                     save_checkpoint(self.last_path, state)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(self.epoch, results)
+                if stop:
+                    self._stops.stop(self.run.experiment, self.run.dir, f"after epoch {self.epoch}, step "
+                                     f"{self.step}: checkpoint {self.last_path} saved")
                 if self.patience is not None and self.bad_epochs >= self.patience:
                     print(f"[{self.run.experiment}] early stop: no improvement of {self.monitor} for "
                           f"{self.bad_epochs} epochs", flush=True)
@@ -367,6 +317,8 @@ class Trainer:
             print(f"\n[{self.run.experiment}] interrupted at epoch {self.epoch}; everything up to the last "
                   f"checkpoint is kept. Resume with: --resume {self.run.dir}", file=sys.stderr, flush=True)
             raise
+        finally:
+            self._stops.restore(previous)
         return {"best_epoch": self.best_epoch, "best_value": self.best_value, "best_metrics": self.best_metrics,
                 "epochs_run": self.epoch, "steps": self.step, "stopped_early": stopped_early,
                 "train_time_s": round(self.train_time_s, 3), "train_cpu_s": round(self.train_cpu_s, 3),
