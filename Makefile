@@ -78,10 +78,10 @@ clean:
 .PHONY: docs docs-serve docs-figures
 
 docs: setup
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 docs-serve: setup
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 docs-figures: setup data
 	$(BIN)/python docs/make_figures.py

@@ -51,7 +51,7 @@ def _hook():
 def site(tmp_path_factory) -> Path:
     need("the docs extra (mkdocs, mkdocs-material, mkdocstrings, latex2mathml)", _docs_extra_installed())
     out = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--config-file",
                            str(ROOT / "mkdocs.yml"), "--site-dir", str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
@@ -225,6 +225,8 @@ def test_every_page_loads_in_chromium_with_its_images_and_links(site, served, tm
             seen[url] = info
             failures += [f"{page}: {p}" for p in _problems(browser.events)]
             failures += [f"{page}: image not loaded: {i['src']}" for i in info["images"] if i["width"] <= 0]
+            if "$$" in info["text"] or "\\frac" in info["text"]:  # an equation left as TeX, not rendered
+                failures.append(f"{page}: unrendered TeX")
     finally:
         browser.close()
     assert not failures, "\n".join(failures[:40])

@@ -1,5 +1,6 @@
 """The import graph of ``src/dl1`` (every import, those inside functions too, read with ``ast``): no cycles, and no
-import from a lower layer into a higher one.  The layers, top to bottom, are the README's ("Where each idea lives")."""
+import from a lower layer into a higher one.  The layers, top to bottom, are the README's ("Where each idea lives";
+in detail in docs/design.md)."""
 
 from __future__ import annotations
 
