@@ -247,7 +247,7 @@ def new_tour_dir(out_dir: Path, attempts: int = 1000) -> Path:
 
 BUDGET_HELP = {  # measured on 2-core CPU machines (see docs/getting-started.md for each part's time)
     "quick": "a check that every part runs, not a result (minutes; its mini-CLIP part about 20 s)",
-    "default": "what make demo runs: 325-422 s in all on 2 cores (GPT: nanoGPT's 2,000-iteration CPU recipe)",
+    "default": "what make demo runs: 325-498 s in all on 2 cores (GPT: nanoGPT's 2,000-iteration CPU recipe)",
     "full": "the course's settings (VAE 80 epochs, AAE 100, mini-CLIP 10): hours on a CPU",
 }
 
