@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dl1.experiments import EXPERIMENTS, make_config
+
 GPT = ["run", "gpt", "--smoke", "--max_iters", "200", "--eval_interval", "100", "--log_interval", "5",
        "--sample_tokens", "10", "--final_sample_tokens", "10", "--threads", "1"]
 EXIT_STOPPED = 75
@@ -156,3 +158,10 @@ def test_under_torchrun_a_signal_to_one_rank_stops_every_rank_at_the_same_step(t
     for x, y in zip(a, b, strict=True):  # the ranks' loss window is averaged at the save: equal up to rounding
         for k, v in x.items():
             assert y[k] == (pytest.approx(v, rel=1e-5) if isinstance(v, float) else v), (k, x, y)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in EXPERIMENTS.items()
+                                        if "resume" in e.field_names() and not e.evaluation_only))
+def test_every_resumable_experiment_accepts_resume_auto(name):
+    """``--resume auto`` is what the SLURM scripts pass to every experiment: no Config refuses it as a missing path."""
+    assert make_config(name, ["--resume", "auto"], smoke=True).resume == "auto"

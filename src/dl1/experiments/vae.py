@@ -55,7 +55,7 @@ class Config:
     dist_timeout: float = shared("dist_timeout")
 
     def check(self) -> None:
-        if self.resume and not Path(self.resume).exists():
+        if self.resume and self.resume != "auto" and not Path(self.resume).exists():  # auto: see --run_dir
             raise UsageError(f"--resume: {self.resume} does not exist (give a run folder or a checkpoint file)")
 
 
