@@ -155,11 +155,8 @@ def write_file(path: str | Path, write: Callable[[BinaryIO], None], root: str | 
 
 
 def write_text_atomic(path: str | Path, text: str, root: str | Path | None = None) -> Path:
-    """Write ``text`` atomically (see :func:`write_atomic`); a failed write is one-line :class:`DL1Error`."""
-    try:
-        return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")), root)
-    except OSError as exc:
-        raise DL1Error(f"cannot write {path} (the previous file is kept): {first_line(exc)}") from None
+    """Write ``text`` atomically (see :func:`write_file`); a failed write is one-line :class:`DL1Error`."""
+    return write_file(path, lambda fh: fh.write(text.encode("utf-8")), root)
 
 
 def remove_stale_temporaries(*folders: str | Path) -> list[Path]:
