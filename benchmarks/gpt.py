@@ -26,7 +26,9 @@
    arrives.  The floor is the step's matrix products (every linear layer forward and both backward products, and the
    attention products) timed at ``--threads`` threads just before and just after the runs, each product with the
    faster of torch's default matmul and oneDNN (the smaller of the two measurements is kept); ours / floor (in CPU
-   time at one thread) says how much of our step is not matrix products.
+   time at one thread) says how much of our step is not matrix products.  The floor repeats each product on the same
+   operands, which stay in cache; the cold floor (information, no goal) cycles each product through 12 operand sets,
+   so that its operands come from memory or the last-level cache as inside a training step.
 4. Loss.  nanoGPT's own estimate (mean of 20 random validation batches) at its last evaluation, and the loss of its
    checkpoint on the whole validation split computed by dl1's evaluator (``mean_loss`` over every character, the
    function that gives our run's validation loss).  ``ckpt.pt`` is read with ``torch.load(weights_only=True)`` (nanoGPT
@@ -231,8 +233,15 @@ def step_products(vocab: int) -> list[tuple[str, int, int, int, int]]:
     return out
 
 
+COLD_SETS = 12  # operand sets the cold floor cycles through: together larger than a core's L2 cache
+
+
 def matmul_floor(vocab: int, threads: int, repeats: int = 5) -> dict[str, float]:
-    """Milliseconds of the step's products, each timed with torch's default matmul and with oneDNN (the faster)."""
+    """Milliseconds of the step's products, each timed with torch's default matmul and with oneDNN (the faster).
+
+    Hot (the floor): each product repeated on the same operands, which stay in cache.  Cold: each product over
+    ``COLD_SETS`` different operand sets in turn, so that its operands come from memory or the last-level cache, as
+    they do inside a training step where other work ran in between."""
     import torch
 
     from dl1.models.kernels import _onednn_mm, onednn_linear_op
@@ -240,38 +249,45 @@ def matmul_floor(vocab: int, threads: int, repeats: int = 5) -> dict[str, float]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     batch = RECIPE["batch_size"] * RECIPE["n_head"]
+    onednn = onednn_linear_op() is not None
 
-    def best(fn, reps: int = 10) -> tuple[float, float]:
-        """The fastest of ``repeats`` timings of ``reps`` calls: (wall seconds, CPU seconds) per call."""
-        fn()
+    def best(fns, reps: int = 10) -> tuple[float, float]:
+        """The fastest of ``repeats`` timings of ``reps`` calls (cycling through ``fns``): (wall, CPU) s per call."""
+        for fn in fns:
+            fn()
         runs = []
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(reps):
-                fn()
+            for i in range(reps):
+                fns[i % len(fns)]()
             runs.append(((time.perf_counter() - t0) / reps, (time.process_time() - c0) / reps))
         return min(r[0] for r in runs), min(r[1] for r in runs)
 
-    total = cpu = default = flops = 0.0
+    sums = dict.fromkeys(("hot", "hot_cpu", "cold", "cold_cpu", "default", "flops"), 0.0)
     try:
         for kind, count, m, k, n in step_products(vocab):
             if kind == "linear":
-                a, w = torch.randn(m, k), torch.randn(n, k)
-                t_default = best(lambda a=a, w=w: a @ w.t())
-                t_fast = best(lambda a=a, w=w: _onednn_mm(a, w)) if onednn_linear_op() is not None else t_default
+                sets = [(torch.randn(m, k), torch.randn(n, k)) for _ in range(COLD_SETS)]
+                ways = [lambda a, w: a @ w.t()] + ([_onednn_mm] if onednn else [])
                 fl = 2 * m * k * n
             else:
-                a, w = torch.randn(batch, m, k), torch.randn(batch, k, n)
-                t_default = t_fast = best(lambda a=a, w=w: torch.bmm(a, w))
+                sets = [(torch.randn(batch, m, k), torch.randn(batch, k, n)) for _ in range(COLD_SETS)]
+                ways = [torch.bmm]
                 fl = 2 * batch * m * k * n
-            total += count * min(t_default[0], t_fast[0])
-            cpu += count * min(t_default[1], t_fast[1])
-            default += count * t_default[0]
-            flops += count * fl
+            hot = [best([lambda a=sets[0][0], w=sets[0][1], f=f: f(a, w)]) for f in ways]
+            cold = [best([lambda a=a, w=w, f=f: f(a, w) for a, w in sets], reps=2 * COLD_SETS) for f in ways]
+            sums["hot"] += count * min(t[0] for t in hot)
+            sums["hot_cpu"] += count * min(t[1] for t in hot)
+            sums["cold"] += count * min(t[0] for t in cold)
+            sums["cold_cpu"] += count * min(t[1] for t in cold)
+            sums["default"] += count * hot[0][0]
+            sums["flops"] += count * fl
     finally:
         torch.set_num_threads(before)
-    return {"floor_ms": 1000 * total, "floor_cpu_ms": 1000 * cpu, "default_matmul_ms": 1000 * default,
-            "gflop": flops / 1e9, "gflops_floor": flops / total / 1e9, "gflops_default": flops / default / 1e9}
+    return {"floor_ms": 1000 * sums["hot"], "floor_cpu_ms": 1000 * sums["hot_cpu"],
+            "cold_floor_ms": 1000 * sums["cold"], "cold_floor_cpu_ms": 1000 * sums["cold_cpu"],
+            "default_matmul_ms": 1000 * sums["default"], "gflop": sums["flops"] / 1e9,
+            "gflops_floor": sums["flops"] / sums["hot"] / 1e9, "gflops_default": sums["flops"] / sums["default"] / 1e9}
 
 
 # -- the benchmark ---------------------------------------------------------------------------------------------------
@@ -337,6 +353,8 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     floor_case, ours_vs_floor, floor = (("training CPU ms/iter / matmul floor (CPU)", o["cpu_ms_per_iter"],
                                          f["floor_cpu_ms"]) if t == 1 else
                                         ("training ms/iter / matmul floor", o["ms_per_iter"], f["floor_ms"]))
+    cold_case, cold = (("training CPU ms/iter / cold matmul floor (CPU)", f["cold_floor_cpu_ms"]) if t == 1 else
+                       ("training ms/iter / cold matmul floor", f["cold_floor_ms"]))
     return [
         {"case": "training ms/iter: nanoGPT / ours, same time", "threads": t, "ours": o["ms_per_iter"],
          "reference": nano_ms, "ratio": nano_ms / o["ms_per_iter"] if nano_ms else None, "goal": f">= {GOAL}"},
@@ -347,6 +365,8 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
          "reference": nano_loss, "ratio": o["val_loss"] / nano_loss if nano_loss else None, "goal": "<= 1"},
         {"case": floor_case, "threads": t, "ours": ours_vs_floor, "floor": floor, "ratio": ours_vs_floor / floor,
          "goal": f"<= {FLOOR_GOAL}" if t == 1 else None},
+        {"case": cold_case, "threads": t, "ours": ours_vs_floor, "floor": cold, "ratio": ours_vs_floor / cold,
+         "goal": None},  # information: what the products cost with their operands out of cache, as in a step
     ]
 
 
@@ -375,11 +395,14 @@ def print_table(r: dict[str, Any]) -> None:
             print(f"{row['case']}: {num(row['ratio'], '.2f', 0, NOT_MEASURED)} (goal {row['goal']})")
         print(f"(nanoGPT's ms/iter: its {n['iters_overlap']} iterations printed while ours ran; over its whole run "
               f"{n['ms_per_iter']:.1f}; its checkpoint: iteration {n['checkpoint_iter']})")
-    floor = rows(r)[-1]
+    floor, cold = rows(r)[-2:]
     print(f"{floor['case']}: {floor['ratio']:.2f} (goal {floor['goal'] or 'none above 1 thread'}; floor: the "
           f"step's {f['gflop']:.2f} GFLOP of matrix products in "
           f"{f['floor_ms']:.1f} ms, {f['floor_cpu_ms']:.1f} CPU ms, each with the faster of torch's default matmul "
-          f"and oneDNN; torch's default alone {f['default_matmul_ms']:.1f} ms)")
+          f"and oneDNN, operands in cache; torch's default alone {f['default_matmul_ms']:.1f} ms)")
+    print(f"{cold['case']}: {cold['ratio']:.2f} (no goal: the same products with their operands out of cache, "
+          f"cycling through {COLD_SETS} operand sets as a step does, {f['cold_floor_ms']:.1f} ms, "
+          f"{f['cold_floor_cpu_ms']:.1f} CPU ms)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,8 @@ generate -> copying a ``transformers`` GPT-2 -> the loss over a split.  No IO: G
 Every linear layer is :class:`Linear`: ``nn.Linear`` with the same parameters, whose float32 CPU matrix products run
 through :func:`dl1.models.kernels.linear`, and the MLP (``c_fc`` -> GELU -> ``c_proj``) is one fused unit
 (:func:`dl1.models.kernels.mlp`: one autograd node, its GELU derivative computed in place).  Both are
-``torch.library`` custom ops under ``torch.compile``.  Their products use torch's default matmul or oneDNN, by the
-CPU's instruction set (``set_onednn_linear`` overrides it); other devices and dtypes and autocast use ``F.linear``.
+``torch.library`` custom ops under ``torch.compile``.  Their products run on oneDNN where PyTorch has it, else on
+torch's default matmul (``set_onednn_linear`` chooses); other devices and dtypes and autocast use ``F.linear``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ __all__ = ["GPT", "GPTConfig", "PRESETS", "PRETRAINED", "CausalSelfAttention", "
 # -- linear layers: float32 CPU products through dl1's kernels ---------------------------------------------------------
 def set_onednn_linear(enabled: bool) -> bool:
     """Run the float32 CPU products of every :class:`Linear` and :class:`MLP` on oneDNN (True, where PyTorch has it)
-    or on torch's default matmul (False); returns whether oneDNN was in use.  The default depends on the CPU's
-    instruction set: see :mod:`dl1.models.kernels` ("auto" there measures which is faster on this CPU)."""
+    or on torch's default matmul (False); returns whether oneDNN was in use.  The default is oneDNN where PyTorch
+    has it: see :mod:`dl1.models.kernels` ("auto" there measures which is faster on this CPU)."""
     before = kernels.matmul_backend() == "onednn"
     kernels.set_matmul_backend("onednn" if enabled and kernels.onednn_linear_op() is not None else "aten")
     return before

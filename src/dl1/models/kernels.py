@@ -14,16 +14,17 @@ op's dispatch costs about 30 us more a call, about 1 % of a small GPT's step); u
 custom ops.  Without gradients (evaluation, generation) they call the kernels directly.
 
 Matrix products run on PyTorch's default CPU matmul (MKL, "aten") or on oneDNN through PyTorch's *private*
-``torch.ops.mkldnn._linear_pointwise`` ("onednn"), chosen by the CPU's instruction set, from measurements on two
-CPUs: on an AMD EPYC with AVX2 (torch's ISA level "AVX2") oneDNN ran the GPT's products about 2x faster than MKL
-(240 against 110 GFLOP/s at one thread), so it is the default there; on an AMD EPYC Zen 4 (AVX-512) the two are
-within 10 % and oneDNN's backward products need transposed copies that cancel the gain, so MKL is the default on
-AVX-512 CPUs.  :func:`set_matmul_backend` overrides the choice ("auto" measures the two on the CPU at hand and takes
-oneDNN only when ``ONEDNN_MARGIN`` times faster).  The default is not measured at start-up because such a measurement
-does not repeat on a shared machine (on a busy 2-core Zen 4 the ratio moved between 0.8 and 1.7 from one process to
-the next), and a run must not change its arithmetic with the load.  ``benchmarks/gpt.py`` times every product both
-ways on the CPU at hand.  The private name is used in this module only; ``tests/test_gpt_speed.py`` fails loudly if
-a PyTorch upgrade removes or changes it.
+``torch.ops.mkldnn._linear_pointwise`` ("onednn").  oneDNN is the default wherever the build has it, from
+measurements on two CPUs at one thread: on an AMD EPYC with AVX2 (torch's ISA level "AVX2") it ran the GPT's products
+about 2x faster than MKL (240 against 110 GFLOP/s); on an AMD EPYC Zen 4 (AVX-512) each product alone is 5-10 %
+faster on oneDNN except the weight gradient (``dW = g^T x``, which oneDNN reads through a transposed copy), and a
+whole training step of nanoGPT's CPU recipe, the two alternating in one process, took 56.7-57.4 ms on oneDNN against
+58.5-60.1 ms on MKL (best of 12 rounds, three runs).  :func:`set_matmul_backend` overrides the choice ("auto"
+measures the two on the CPU at hand and takes oneDNN only when ``ONEDNN_MARGIN`` times faster).  The default is not
+measured at start-up because such a measurement does not repeat on a shared machine (on a busy 2-core Zen 4 the ratio
+moved between 0.8 and 1.7 from one process to the next), and a run must not change its arithmetic with the load.
+``benchmarks/gpt.py`` times every product both ways on the CPU at hand.  The private name is used in this module
+only; ``tests/test_gpt_speed.py`` fails loudly if a PyTorch upgrade removes or changes it.
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ __all__ = ["linear", "mlp", "matmul_backend", "set_matmul_backend", "onednn_line
 
 ONEDNN_MARGIN = 1.25  # oneDNN is taken only when this much faster: a near tie is not worth a private op
 def default_backend() -> str:
-    """"onednn" where this build has it and torch's CPU kernels stop at AVX2, else "aten" (see the module doc)."""
-    avx2_only = torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT")
-    return "onednn" if avx2_only and onednn_linear_op() is not None else "aten"
+    """"onednn" where this build has it, else "aten" (see the module doc)."""
+    return "onednn" if onednn_linear_op() is not None else "aten"
 
 
 _BACKEND: dict[str, str | None] = {"name": None}  # "aten" or "onednn"; None: default_backend() on first use
