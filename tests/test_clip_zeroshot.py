@@ -30,6 +30,16 @@ def test_smoke_run_writes_metrics_and_figure_and_rebuilds_it(tmp_path):
 
     figures[0].unlink()
     assert make_figures(figures[0].parents[1]) == [figures[0]] and figures[0].exists()
+    # a predictions.npz without one of its arrays, or a cut one, is one line naming the file (no KeyError)
+    saved = figures[0].parents[1] / "predictions.npz"
+    with np.load(saved) as data:
+        kept = {k: data[k] for k in data.files if k != "logits"}
+    np.savez(saved, **kept)
+    with pytest.raises(DL1Error, match=r"predictions\.npz: no logits array"):
+        make_figures(figures[0].parents[1])
+    saved.write_bytes(saved.read_bytes()[:200])
+    with pytest.raises(DL1Error, match="not a readable prediction file"):
+        make_figures(figures[0].parents[1])
 
 
 def test_top1_top5_are_sample_weighted_over_the_whole_split(tmp_path):

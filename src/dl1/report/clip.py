@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dl1.errors import DL1Error
 from dl1.hub.clip import TINY_ARCH
 from dl1.report import new_figure, save_figure
+from dl1.report.generative import read_npz
 from dl1.run.reader import RunFolder
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -80,6 +82,9 @@ def plot_predictions(images: np.ndarray, logits: np.ndarray, classnames: Sequenc
     return path
 
 
+PREDICTION_ARRAYS = ("images", "logits", "labels", "classnames")  # what clip-zeroshot saves in predictions.npz
+
+
 def zeroshot_figures(run_dir: str | Path) -> list[Path]:
     """Redraw the prediction figure of a clip-zeroshot run from its ``predictions.npz`` and ``config.json``."""
     run_dir = Path(run_dir)
@@ -87,9 +92,12 @@ def zeroshot_figures(run_dir: str | Path) -> list[Path]:
     if not saved.exists():
         return []
     cfg = RunFolder(run_dir).config
-    with np.load(saved, allow_pickle=False) as data:
-        images, logits, labels = data["images"], data["logits"], data["labels"]
-        classnames = [str(c) for c in data["classnames"]]
+    data = read_npz(saved, "prediction file")  # checked before loading: a cut or hostile file is one line
+    missing = [k for k in PREDICTION_ARRAYS if k not in data]
+    if missing:
+        raise DL1Error(f"{saved}: no {', '.join(missing)} array (not a predictions.npz that dl1 wrote)")
+    images, logits, labels = data["images"], data["logits"], data["labels"]
+    classnames = [str(c) for c in data["classnames"]]
     custom = ",".join(cfg.get("class_names") or []) or "default"
     prompt = cfg.get("ensemble") or cfg.get("prompt_template", "")
     name = f"{cfg['dataset']}-{cfg['split']}_{safe_name(custom)}_{safe_name(prompt, 40)}.png"
