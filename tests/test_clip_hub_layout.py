@@ -65,3 +65,24 @@ def test_the_clip_prompt_schema_lives_with_its_experiment():
     assert not hasattr(H, "read_prompt_checkpoint") and not hasattr(H, "PROMPT_FIELDS")
     assert {"read_prompt_checkpoint", "checkpoint_config", "check_resume", "PROMPT_FIELDS", "DATA_FIELDS"} <= set(
         vars(schema))
+
+
+def test_the_clip_reports_do_not_import_open_clip():
+    """Rebuilding a CLIP run's figures (``dl1 report``) reads the run folder only: open_clip (seconds to import) stays
+    out, as long as the report modules take CLIP's normalisation constants from the torch-free ``dl1.report.clip``."""
+    import subprocess
+
+    code = ("import sys, dl1.report.clip, dl1.report.clip_prompt; "
+            "assert 'open_clip' not in sys.modules, 'a CLIP report imports open_clip'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+
+
+def test_the_report_and_model_normalisation_constants_are_open_clips():
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    from dl1.models import clip as model_clip
+    from dl1.report import clip as report_clip
+
+    for module in (model_clip, report_clip):
+        assert module.OPENAI_MEAN == tuple(OPENAI_DATASET_MEAN) and module.OPENAI_STD == tuple(OPENAI_DATASET_STD)

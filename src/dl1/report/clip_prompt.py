@@ -13,10 +13,10 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from dl1.hub.clip import TINY_ARCH
-from dl1.models.clip import OPENAI_STD
 from dl1.models.prompt_clip import count_parameters
 from dl1.models.prompters import RandomPatchPrompter, build_prompter
 from dl1.report import new_figure, save_figure
+from dl1.report.clip import OPENAI_STD  # torch-free: rebuilding this report does not import open_clip
 from dl1.run.files import read_jsonl
 from dl1.run.reader import RunFolder
 from dl1.train import load_checkpoint, save_checkpoint
