@@ -82,6 +82,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     _capture_trainers(store)
     for name in _names():
         _run(name, os.path.join(out_dir, name, "ddp"), store)
+    store.clear()  # the captured trainers hold their wrappers: gone before the group is left (distributed.cleanup)
     distributed.cleanup()
 
 

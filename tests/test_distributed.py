@@ -28,11 +28,17 @@ def _join(rank: int, world_size: int, init_file: str):
 
 def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     info = _join(rank, world_size, init_file)
+    from dl1.train import distributed as D
+
+    _train_and_refuse(rank, info, out_dir)
+    D.cleanup()  # after the wrappers are gone, as dl1's own runs leave the group (see distributed.cleanup)
+
+
+def _train_and_refuse(rank: int, info, out_dir: str) -> None:
     from dl1.data.loaders import TensorBatches
     from dl1.errors import DL1Error
     from dl1.run.folder import Run
     from dl1.train import Trainer
-    from dl1.train import distributed as D
 
     torch.manual_seed(rank)  # different init per rank: the wrapper must start every rank from rank 0's weights
     model = nn.Linear(4, 3)
@@ -61,7 +67,6 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         trainer2.fit(shards, step)
     except DL1Error as exc:
         torch.save({"refused": str(exc)}, os.path.join(out_dir, f"loose{rank}.pt"))
-    D.cleanup()
 
 
 def _single_process_reference(init: dict[str, torch.Tensor]) -> nn.Linear:
@@ -102,6 +107,13 @@ def test_two_gloo_ranks_end_identical_and_equal_one_process(tmp_path):
 
 def _helpers_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     info = _join(rank, world_size, init_file)
+    from dl1.train import distributed as D
+
+    torch.save(_helpers(rank, info, out_dir), os.path.join(out_dir, f"helpers{rank}.pt"))
+    D.cleanup()  # after the wrappers are gone, as dl1's own runs leave the group (see distributed.cleanup)
+
+
+def _helpers(rank: int, info, out_dir: str) -> dict:
     from dl1.errors import UsageError
     from dl1.run.folder import Run
     from dl1.train import NonFiniteLossError, Trainer
@@ -150,8 +162,7 @@ def _helpers_worker(rank: int, world_size: int, init_file: str, out_dir: str) ->
         trainer2.fit(lambda e: [torch.ones(2, 2)] * 5, nan_step)
     except NonFiniteLossError as exc:
         out["nan"] = (trainer2.step, str(exc))
-    torch.save(out, os.path.join(out_dir, f"helpers{rank}.pt"))
-    D.cleanup()
+    return out
 
 
 def test_metrics_batch_norm_rng_and_non_finite_across_ranks(tmp_path):

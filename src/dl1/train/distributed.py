@@ -19,6 +19,7 @@ rank 0 are sent to the others (:func:`broadcast_modules`); rank 0 alone writes t
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -301,5 +302,10 @@ def gather(obj: Any) -> list[Any]:
 
 
 def cleanup() -> None:
+    """Leave the process group.  What still holds it and is only waiting for the garbage collector (a
+    DistributedDataParallel wrapper in a reference cycle) is collected first: left for the interpreter's shutdown,
+    destroying it there can abort the process (SIGABRT, "terminate called without an active exception") after a run
+    that succeeded."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
