@@ -72,8 +72,8 @@ def test_the_clip_reports_do_not_import_open_clip():
     out, as long as the report modules take CLIP's normalisation constants from the torch-free ``dl1.report.clip``."""
     import subprocess
 
-    code = ("import sys, dl1.report.clip, dl1.report.clip_prompt; "
-            "assert 'open_clip' not in sys.modules, 'a CLIP report imports open_clip'")
+    code = ("import sys, dl1.report.clip; assert 'torch' not in sys.modules, 'report/clip imports torch'; "
+            "import dl1.report.clip_prompt; assert 'open_clip' not in sys.modules, 'a CLIP report imports open_clip'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-500:]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dl1.data.files import read_npz
 from dl1.errors import DL1Error
 from dl1.hub.clip import TINY_ARCH
 from dl1.report import new_figure, save_figure
-from dl1.report.generative import read_npz
 from dl1.run.reader import RunFolder
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

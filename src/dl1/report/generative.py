@@ -1,7 +1,8 @@
 """Figures of the generative models: image grids, the VAE's latent manifold, learning curves from ``metrics.jsonl``,
 and the per-epoch image snapshots (``<folder>/epoch_NNN.npz``) that the VAE and the AAE store in their run folders.
 
-Importing this module imports neither torch nor matplotlib; the functions that need them import them.
+Importing this module imports torch and torchvision (the VAE figures need them), not matplotlib; the snapshots are
+read by :func:`dl1.data.files.read_npz`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import make_grid
 
-from dl1.errors import DL1Error, first_line
+from dl1.data.files import read_npz
 from dl1.models.vae import VAE
 from dl1.report import new_figure, save_figure
 from dl1.run.files import make_folder, near_root, read_jsonl, write_atomic, write_file
@@ -45,67 +46,6 @@ def load_epoch_arrays(folder: str | Path) -> dict[int, dict[str, np.ndarray]]:
             continue  # not a name dl1 writes (epoch_NNN.npz)
         out[epoch] = read_npz(path)
     return out
-
-
-DEFLATE_MAX_RATIO = 1032  # the most a deflate stream expands (zlib's technical details: 1032:1)
-
-
-def read_npz(path: str | Path, what: str = "snapshot") -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file, with every member checked before anything is read into memory: an ``.npy``
-    array of plain numbers (``allow_pickle=False``) whose header's shape and dtype take exactly the member's size,
-    a size its compressed bytes can hold (deflate expands at most :data:`DEFLATE_MAX_RATIO` times) inside the file.
-    A file that declares a 745 GiB array in a few bytes, or a cut or corrupt one, is one-line :class:`DL1Error`."""
-    import zipfile
-    import zlib
-
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                _check_npy_member(archive, info, size)
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error,
-            MemoryError) as exc:
-        raise DL1Error(f"{path}: not a readable {what} ({first_line(exc)})") from None
-
-
-def _check_npy_member(archive, info, file_size: int) -> None:
-    """Raise ValueError unless zip member ``info`` is an array whose declared size is what it holds."""
-    import zipfile
-
-    name = info.filename
-    if not name.endswith(".npy"):
-        raise ValueError(f"{name} is not an array (.npy)")
-    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_MAX_RATIO
-    if info.compress_size > file_size or info.file_size > info.compress_size * ratio + 1024:
-        raise ValueError(f"{name} declares {_size(info.file_size)}, more than its {_size(info.compress_size)} of "
-                         f"compressed data can hold")
-    with archive.open(info) as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise ValueError(f"{name}: .npy format version {version} is not one numpy writes for plain arrays")
-        header = fh.tell()
-    if dtype.hasobject:
-        raise ValueError(f"{name} holds Python objects (refused: loading them could run code)")
-    declared = dtype.itemsize
-    for n in shape:
-        declared *= int(n)
-    if declared != info.file_size - header:
-        raise ValueError(f"{name} declares an array of shape {tuple(shape)} {dtype} ({_size(declared)}) but holds "
-                         f"{_size(info.file_size - header)}")
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n} bytes"
 
 
 # -- image grids ------------------------------------------------------------------------------------------------------

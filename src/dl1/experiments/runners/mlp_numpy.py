@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from dl1.data.files import save_npz
+from dl1.data.files import read_npz, save_npz
 from dl1.data.vision import load_flat
-from dl1.errors import DL1Error, first_line
+from dl1.errors import DL1Error
 from dl1.experiments.mlp_numpy import EVAL_CHUNK, Config
 from dl1.export_format import Exported, linear_sizes
 from dl1.metrics import test_report
@@ -98,11 +98,7 @@ def export(run_dir: Path, config: dict[str, Any], prefer: str) -> Exported:
     path = run_dir / "checkpoints" / "best.npz"
     if not path.is_file():
         raise DL1Error(f"no checkpoint in {run_dir} (looked for checkpoints/best.npz)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DL1Error(f"cannot read {path}: {first_line(exc)}") from None
+    arrays = read_npz(path, "checkpoint")  # headers checked first: a cut or hostile file is one line
     state = {}
     for key, value in arrays.items():
         parts = key.split(".")
