@@ -145,7 +145,8 @@ def test_resume_into_a_different_model_is_one_clear_error(tmp_path):
 
 
 def test_precision_bf16_forward_under_autocast_backward_outside(tmp_path):
-    """bf16: train_step and evaluate run under CPU autocast, backward outside it; weights stay float32."""
+    """bf16: train_step and evaluate run under CPU autocast, backward outside it; weights stay float32; evaluate
+    runs without gradients."""
     from dl1.errors import UsageError
 
     model = nn.Linear(4, 2)
@@ -162,14 +163,15 @@ def test_precision_bf16_forward_under_autocast_backward_outside(tmp_path):
         trainer.backward_step(loss)
         return {"loss": loss}
 
-    def evaluate(epoch):
-        seen["eval"].append(model(torch.ones(1, 4)).dtype)
+    def evaluate(epoch):  # without gradients: a running sum of losses must not chain the batches' graphs
+        out = model(torch.ones(1, 4))
+        seen["eval"].append((out.dtype, torch.is_grad_enabled(), out.grad_fn is None))
         return {"val": {"x": 1.0}}
 
     trainer.fit(lambda e: [torch.ones(3, 4)] * 2, step, evaluate)
     assert seen["step"] == [(True, torch.bfloat16)] * 2
     assert seen["backward"] == [False, False]
-    assert seen["eval"] == [torch.bfloat16]
+    assert seen["eval"] == [(torch.bfloat16, False, True)]
     assert model.weight.dtype == torch.float32 and model.weight.grad.dtype == torch.float32
     with pytest.raises(UsageError, match="fp16 needs a CUDA device"):
         Trainer(run, {"m": model}, {"sgd": torch.optim.SGD(model.parameters(), lr=0.1)}, epochs=1, precision="fp16")

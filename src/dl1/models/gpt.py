@@ -311,10 +311,13 @@ def mean_loss(model: nn.Module, windows: Iterable[tuple[torch.Tensor, torch.Tens
     return float(total.item()) / max(count, 1)
 
 
+@torch.no_grad()
 def summed_loss(model: nn.Module, windows: Iterable[tuple[torch.Tensor, torch.Tensor]],
                 device: Any) -> tuple[torch.Tensor, int]:
     """The summed cross-entropy (a float64 0-d tensor on ``device``, not read back) and the number of targets over
-    ``(x, y)`` windows, in eval mode: sums of several ranks' windows add up to the whole split's."""
+    ``(x, y)`` windows, in eval mode and without gradients (a graph kept across the batches through the running sum
+    would hold every batch's activations: gigabytes on a small corpus): sums of several ranks' windows add up to the
+    whole split's."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0

@@ -5,7 +5,8 @@ The experiment supplies three callables; the engine never knows which model it t
 * ``train_batches(epoch) -> Iterable``   the batches of one epoch (seed the shuffle with the epoch for exact resume);
 * ``train_step(batch) -> dict``          forward + loss, then ``trainer.backward_step(loss)`` (or several, e.g. AAE);
                                          returns the step's metrics (floats or 0-d tensors), averaged per epoch;
-* ``evaluate(epoch) -> {split: metrics}`` e.g. ``{"val": {"loss": 0.3, "acc": 0.9}}``; the monitored one picks the best.
+* ``evaluate(epoch) -> {split: metrics}`` e.g. ``{"val": {"loss": 0.3, "acc": 0.9}}``; the monitored one picks the best;
+                                         it runs under ``torch.no_grad()``.
 
 The engine owns the epoch loop, progress bars, logging to the run folder, gradient clipping, the precision
 (``train_step`` and ``evaluate`` run under the autocast of ``precision``, backward outside it, fp16 with a gradient
@@ -283,7 +284,7 @@ class Trainer(TrainerState):
                 self.epoch += 1
                 self.run.log(self.step, "train", {**train_metrics, "lr": self.lr()}, epoch=self.epoch)
                 distributed.average_running_stats(unwrap(m) for m in self.modules.values())
-                with self.autocast():
+                with self.autocast(), torch.no_grad():  # no evaluation builds a graph
                     results = evaluate(self.epoch) if evaluate is not None else {}
                 results = distributed.average_metrics(results, self.device)
                 for split, metrics in results.items():
