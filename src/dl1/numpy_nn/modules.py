@@ -113,9 +113,11 @@ class ELUModule(_Module):
 
     Written without ``np.where`` (slow): with ``e = exp(min(x, 0))`` (1 for x > 0), ``ELU(x) = max(x, 0) + α(e − 1)``
     and ``ELU'(x) = αe`` for x ≤ 0, 1 above (for α = 1 simply ``e`` everywhere), so the forward pass keeps ``e`` and
-    the backward pass is one product.  ``exp`` of ``min(x, 0)`` never overflows, and ``x`` is clipped below at
-    ``log(tiny) + 1`` so that it never underflows either (there ``e − 1`` is -1 to the dtype's precision); NumPy's
-    float32 ``exp`` is vectorised, its ``expm1`` is not (about ten times slower).
+    the backward pass is one product.  For α = 1 the forward pass is ``max(x, e − 1)`` (``eˣ − 1 ≥ x``): a positive
+    ``x`` comes out exactly (``x + 1 − 1`` would round it to a multiple of the spacing of numbers near 1, 6e-8 in
+    float32).  ``exp`` of ``min(x, 0)`` never overflows, and ``x`` is clipped below at ``log(tiny) + 1`` so that it
+    never underflows either (there ``e − 1`` is -1 to the dtype's precision); NumPy's float32 ``exp`` is vectorised,
+    its ``expm1`` is not (about ten times slower).
     """
 
     def __init__(self, alpha: float = 1.0):
@@ -128,12 +130,12 @@ class ELUModule(_Module):
         dtype = x.dtype.type
         e = np.clip(x, _exp_floor(x.dtype), dtype(0), out=self._array("exp", x.shape, x.dtype))
         np.exp(e, out=e)                                                              # exp(min(x, 0))
-        out = np.clip(x, dtype(0), dtype(np.inf), out=self._array("out", x.shape, x.dtype))  # max(x, 0), faster
+        out = self._array("out", x.shape, x.dtype)
         if self.alpha != 1.0:
+            np.clip(x, dtype(0), dtype(np.inf), out=out)                              # max(x, 0), faster
             out += (e - dtype(1)) * dtype(self.alpha)
         else:
-            out += e
-            out -= dtype(1)
+            np.maximum(np.subtract(e, dtype(1), out=out), x, out=out)                 # max(x, e - 1)
         self.out, self.exp = out, e
         return out
 
