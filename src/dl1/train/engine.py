@@ -47,6 +47,7 @@ from dl1.run.folder import Run
 from dl1.train import distributed
 from dl1.train import precision as precisions
 from dl1.train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from dl1.train.heap import keep_freed_memory
 from dl1.train.state import TrainerState, unwrap
 from dl1.train.stopping import EXIT_STOPPED, STOP_SIGNALS, RunStopped, StopSignals
 
@@ -102,6 +103,8 @@ class Trainer(TrainerState):
         self.epochs, self.monitor, self.mode = epochs, monitor, mode
         self.clip_grad_norm, self.patience = clip_grad_norm, patience
         self.device = device or torch.device("cpu")
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults on every step's tensors (dl1.train.heap)
         precisions.check(precision, self.device)
         self.precision = precision
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
