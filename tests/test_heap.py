@@ -41,7 +41,7 @@ def _probe(mode: str, **env: str) -> tuple[str, int]:
 def test_freed_blocks_are_reused_without_page_faults():
     result, faults = _probe("keep")
     assert result == "set" and faults < 100  # 16 MiB of fresh pages would be 4,096 faults
-    _, default_faults = _probe("default")  # glibc's own rule: every 2 MiB block mapped anew
+    _, default_faults = _probe("default")  # glibc's own rule: the freed 16 MiB go back and are faulted in again
     assert default_faults > 2000
 
 

@@ -5,8 +5,8 @@ A CPU training step allocates and frees the same tensors every step.  glibc serv
 back to the system once more than the trim threshold lies free there: a step then faults its tensors' pages in again,
 the kernel zeroing every page.  :func:`keep_freed_memory` fixes the mmap threshold at 32 MiB (the most glibc's own rule
 reaches) and the trim threshold at 256 MiB with ``mallopt``, so that freed memory is reused.  Measured on the 2-core
-AMD EPYC Zen 4 (default 2 threads, one epoch on Fashion-MNIST, whole ``dl1 run``): see ``docs/performance.md``
-("Memory allocator") for the figures; the VAE and the AAE spent a fifth to a third of their time in page faults.
+AMD EPYC Zen 4 (default 2 threads, one epoch on Fashion-MNIST, whole ``dl1 run``): the VAE spent a fifth of its CPU
+time in the kernel (15.5 of 79 s), the AAE a thirteenth; figures in ``docs/performance.md`` ("Memory allocator").
 
 It is the training engine's, for CPU runs; results are unchanged (only where the memory comes from), the peak
 memory a little higher.  It does nothing where the C library is not glibc, where another allocator is preloaded
